@@ -1,0 +1,3 @@
+"""starbuild: a declarative asset builder for StarMagic images."""
+
+__version__ = "0.1.0"

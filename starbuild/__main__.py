@@ -1,0 +1,3 @@
+from starbuild.cli import main
+
+main()
