@@ -1,0 +1,218 @@
+"""The models of ``starbuild.yaml`` and ``load_config``, which validates a file into a Project.
+
+Every problem is located (``starbuild.yaml:14:11: images.hero.size: ...``) and all of a file's
+problems are reported together. Rules that depend on the model, and templates, are checked when
+the plan is made (planner.py), with the same locations.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from starbuild.errors import ConfigError, Issue
+from starbuild.models import MAX_INPUTS
+from starbuild.yamlfile import Marks, load_yaml_file
+
+CONFIG_NAME = "starbuild.yaml"
+RATE_UNITS = {"s": 1, "sec": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Provider(_Strict):
+    """Where the API is and how hard starbuild may use it."""
+
+    base_url: str = Field("https://api.starmagic.ai", description="API host; env STARMAGIC_BASE_URL overrides")
+    files_url: str = Field("https://files-api.starmagic.ai",
+                           description="upload host for local reference images; env STARMAGIC_FILES_URL overrides")
+    api_key_env: str = Field("STARMAGIC_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                             description="NAME of the environment variable that holds the key (never the key)")
+    concurrency: int = Field(4, ge=1, le=256, description="tasks in flight at most")
+    rate_limit: str | None = Field(None, pattern=r"^\s*\d+(\.\d+)?\s*/\s*(s|sec|second|min|minute|h|hour)\s*$",
+                                   description="submissions per time unit at most, e.g. 60/min")
+    task_timeout: float = Field(600, gt=0, description="seconds before an unfinished task is reported failed")
+    max_credits: float | None = Field(None, ge=0, description="refuse a build whose estimate exceeds this")
+
+    def submissions_per_second(self) -> float | None:
+        if not self.rate_limit:
+            return None
+        count, unit = (p.strip() for p in self.rate_limit.split("/"))
+        return float(count) / RATE_UNITS[unit]
+
+
+class Output(_Strict):
+    """The versioned asset directory."""
+
+    dir: str = Field("assets", description="the versioned asset directory, relative to the project")
+    keep: int = Field(20, ge=1, description="asset versions kept; older ones are pruned")
+
+
+class Watch(_Strict):
+    """Guards for ``starbuild watch`` on paid builds."""
+
+    confirm_over: int = Field(20, ge=0, description="ask before one rebuild submits more images than this")
+    confirm_credits: float = Field(50, ge=0, description="ask before one rebuild reserves more credits than this")
+
+
+class FileAxis(_Strict):
+    """A matrix axis read from a CSV (rows as mappings), JSON or YAML file."""
+
+    file: str
+
+
+class ImageFields(_Strict):
+    """Fields an image (or ``defaults``) may set."""
+
+    prompt: str | None = Field(None, description="Jinja2 template of the prompt")
+    prompt_file: str | None = Field(None, description="a Jinja2 template file, instead of prompt")
+    model: Literal["gpt-image-1.5", "gpt-image-2"] | None = None
+    size: str | None = Field(None, description="ratio such as 16:9, WxH, or auto (gpt-image-2); may be a template")
+    resolution: str | None = Field(None, pattern=r"^([124][kK]|.*\{\{.*)$",
+                                   description="1K, 2K or 4K (gpt-image-2 ratio sizes); may be a template")
+    quality: Literal["low", "medium", "high"] | None = None
+    n: int | None = Field(None, ge=1, le=10, description="images per task (gpt-image-2: 1-10)")
+    background: Literal["opaque", "transparent"] | None = None
+    inputs: list[str] | None = Field(None, min_length=1, max_length=MAX_INPUTS,
+                                     description="reference images: local paths, http(s) URLs or @asset")
+    mask: str | None = Field(None, description="PNG with alpha, same size as the first input (gpt-image-2)")
+    take: int | None = Field(None, ge=0, description="part of the hash, never sent: change it for a fresh image")
+    vars: dict[str, Any] | None = Field(None, description="template variables for this image")
+    post: Any = Field(None, description="reserved for post-processing steps; not supported yet")
+
+    @field_validator("post")
+    @classmethod
+    def _post_reserved(cls, v: Any) -> Any:
+        if v is not None:
+            raise ValueError("post-processing steps are reserved and not supported yet; remove 'post'")
+        return v
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size_is_text(cls, v: Any) -> Any:
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            raise ValueError(f"{v!r} is not a size; write it as a string such as \"16:9\" or \"1024x1024\"")
+        return v
+
+
+class Image(ImageFields):
+    """One image, or a matrix of images whose name is a template."""
+
+    matrix: dict[str, list[Any] | FileAxis] | None = Field(
+        None, description="axes (lists, or {file: ...}), plus exclude and include lists")
+
+
+class Config(_Strict):
+    """The whole ``starbuild.yaml``."""
+
+    version: Literal[1]
+    provider: Provider = Provider()
+    output: Output = Output()
+    watch: Watch = Watch()
+    defaults: ImageFields = ImageFields()
+    vars: dict[str, Any] = Field(default_factory=dict, description="template variables visible to every template")
+    images: dict[str, Image] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class Project:
+    """A validated config and where it lives."""
+
+    root: Path
+    config_path: Path
+    config: Config
+    marks: Marks
+
+    @property
+    def display(self) -> str:
+        """The config's file name as errors show it."""
+        return display_path(self.config_path)
+
+    def issue(self, path: tuple, message: str, *, key: bool = False) -> Issue:
+        """An Issue located at a path in the config."""
+        pos = self.marks.find(path, key=key) or (None, None)
+        return Issue(self.display, pos[0], pos[1], _dotted(path), message)
+
+
+def display_path(path: Path) -> str:
+    """A path as messages show it: relative to the working directory when inside it."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return str(path)
+    return str(Path(path).resolve()) if rel.startswith("..") else rel
+
+
+def _dotted(path: tuple) -> str:
+    return ".".join(str(p) for p in path)
+
+
+_ALLOWED_BY_MODEL = {
+    (): Config, ("provider",): Provider, ("output",): Output, ("watch",): Watch, ("defaults",): ImageFields,
+}
+
+
+def _known_fields(loc: tuple) -> list[str]:
+    model = _ALLOWED_BY_MODEL.get(loc) or (Image if len(loc) == 2 and loc[0] == "images" else None)
+    return list(model.model_fields) if model else []
+
+
+def _message(err: dict) -> tuple[tuple, str, bool]:
+    """A pydantic error as (path, message, points at the key)."""
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    # pydantic adds the union member's name to the path ("list[any]", "FileAxis"); drop it.
+    loc = tuple(p for p in loc if not (isinstance(p, str) and (p.startswith("list[") or p == "FileAxis")))
+    if kind == "extra_forbidden":
+        name = str(loc[-1])
+        hint = difflib.get_close_matches(name, _known_fields(loc[:-1]), n=1)
+        extra = f"; did you mean {hint[0]!r}?" if hint else ""
+        return loc, f"unknown field {name!r}{extra}", True
+    if kind == "missing":
+        return loc, "is required", True
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    elif kind == "string_pattern_mismatch" and loc[-1] == "resolution":
+        msg = f"{err['input']!r} is not a resolution; use 1K, 2K or 4K"
+    elif kind == "string_pattern_mismatch" and loc[-1] == "rate_limit":
+        msg = f"{err['input']!r} is not a rate; write it as N/sec, N/min or N/hour"
+    else:
+        msg = msg[0].lower() + msg[1:]
+        if "input" in err and not isinstance(err["input"], (dict, list)):
+            msg = f"{err['input']!r}: {msg}"
+    return loc, msg, False
+
+
+def find_config(directory: Path | None = None, file: Path | None = None) -> Path:
+    """The config file to use: ``-f FILE``, else starbuild.yaml in ``-C DIR`` or the working directory."""
+    if file is not None:
+        return Path(file) if directory is None or Path(file).is_absolute() else Path(directory) / file
+    return Path(directory or ".") / CONFIG_NAME
+
+
+def load_config(path: Path | str = CONFIG_NAME) -> Project:
+    """Read, parse and validate a config file into a Project; raise ConfigError with every issue."""
+    path = Path(path)
+    display = display_path(path)
+    data, marks = load_yaml_file(path, display)
+    if not isinstance(data, dict):
+        raise ConfigError(Issue(display, 1, 1, "", "the config must be a mapping with version: 1 and images:"))
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        issues = []
+        for err in exc.errors():
+            loc, msg, key = _message(err)
+            pos = marks.find(loc, key=key) or (None, None)
+            issues.append(Issue(display, pos[0], pos[1], _dotted(loc), msg))
+        issues.sort(key=lambda i: (i.line or 0, i.column or 0))
+        raise ConfigError(issues) from None
+    return Project(root=path.resolve().parent, config_path=path.resolve(), config=config, marks=marks)

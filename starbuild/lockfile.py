@@ -1,0 +1,93 @@
+"""``starbuild.lock``: read it tolerantly, write it atomically (temp file, fsync, replace)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from starbuild.errors import ConfigError, Issue, StoreError
+
+LOCK_NAME = "starbuild.lock"
+LOCKFILE_VERSION = 1
+
+
+@dataclass
+class Lock:
+    """The lockfile's content: the current asset version and one entry per asset."""
+
+    asset_version: int = 0
+    assets: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"lockfile_version": LOCKFILE_VERSION, "asset_version": self.asset_version,
+                "assets": self.assets}
+
+
+def read_lock(path: Path) -> Lock:
+    """The lockfile at path, or an empty Lock when there is none."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Lock()
+    except OSError as exc:
+        raise ConfigError(Issue(path.name, None, None, "", f"cannot read the lockfile: {exc}")) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(Issue(path.name, exc.lineno, exc.colno, "",
+                                f"the lockfile is not valid JSON ({exc.msg}); restore it from version "
+                                "control or delete it to rebuild everything")) from None
+    if not isinstance(data, dict) or not isinstance(data.get("assets", {}), dict):
+        raise ConfigError(Issue(path.name, 1, 1, "", "the lockfile is not a starbuild lockfile"))
+    version = data.get("lockfile_version")
+    if version != LOCKFILE_VERSION:
+        raise ConfigError(Issue(path.name, 1, 1, "lockfile_version",
+                                f"{version!r} is not a lockfile version this starbuild reads "
+                                f"({LOCKFILE_VERSION}); upgrade starbuild"))
+    assets = {k: v for k, v in data.get("assets", {}).items() if isinstance(v, dict)}
+    return Lock(asset_version=int(data.get("asset_version") or 0), assets=assets)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write bytes so that readers see the old file or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise StoreError(f"cannot write {path}: {exc}") from exc
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def dump_json(data: Any) -> bytes:
+    """Sorted keys, two-space indentation, trailing newline: the lockfile and manifest format."""
+    return (json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def write_lock(path: Path, lock: Lock) -> None:
+    atomic_write(path, dump_json(lock.to_json()))

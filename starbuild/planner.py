@@ -1,0 +1,244 @@
+"""make_plan: compare resolved specs with the lockfile and say what a build would do, and why."""
+
+from __future__ import annotations
+
+import enum
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from starbuild.config import Project
+from starbuild.errors import ConfigError, UsageError
+from starbuild.lockfile import Lock
+from starbuild.models import estimate_credits
+from starbuild.resolve import resolve_specs
+from starbuild.spec import GenerationSpec, InputRef
+
+
+class Status(str, enum.Enum):
+    """What a plan says of an asset."""
+
+    NEW = "new"
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+    REMOVED = "removed"
+
+
+@dataclass
+class PlannedAsset:
+    """One asset of a plan: its resolved spec, its status, the reason, and the estimated credits."""
+
+    name: str
+    status: Status
+    reason: str
+    spec: GenerationSpec | None
+    spec_hash: str | None
+    credits: float
+    previous: dict[str, Any] | None = None
+
+    @property
+    def stale(self) -> bool:
+        return self.status in (Status.NEW, Status.CHANGED)
+
+    def to_json(self) -> dict[str, Any]:
+        source = self.spec.request() if self.spec else (self.previous or {}).get("request")
+        model = self.spec.model if self.spec else (source or {}).get("model")
+        files = (self.previous or {}).get("files", []) if self.status == Status.UNCHANGED else []
+        return {"name": self.name, "status": self.status.value, "reason": self.reason,
+                "spec_hash": self.spec_hash, "model": model, "request": source,
+                "credits": self.credits if self.stale else 0.0, "files": files, "error": None}
+
+
+@dataclass
+class Plan:
+    """Every asset in config order, then the removed ones."""
+
+    assets: list[PlannedAsset]
+    placeholder: bool = False
+    selected: set[str] | None = None  # names a build runs; None means all
+    by_name: dict[str, PlannedAsset] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.by_name = {a.name: a for a in self.assets}
+
+    def to_build(self) -> list[PlannedAsset]:
+        """Stale assets the build would submit, in dependency-friendly config order."""
+        return [a for a in self.assets if a.stale and (self.selected is None or a.name in self.selected)]
+
+    @property
+    def credits(self) -> float:
+        return round(sum(a.credits for a in self.to_build()), 4)
+
+    def counts(self) -> dict[str, int]:
+        return {s.value: sum(1 for a in self.assets if a.status == s) for s in Status}
+
+    def to_json(self) -> dict[str, Any]:
+        summary = {"total": sum(1 for a in self.assets if a.status != Status.REMOVED),
+                   "credits": self.credits, **self.counts()}
+        return {"assets": [a.to_json() for a in self.assets], "summary": summary}
+
+
+_SCALARS = ("model", "size", "resolution", "quality", "n", "background")
+
+
+def change_reason(spec: GenerationSpec, prev: dict[str, Any], placeholder: bool) -> str:
+    """Why a locked asset no longer matches its spec, in words."""
+    old = prev.get("request") or {}
+    new = spec.request()
+    reasons = []
+    if old.get("prompt") != new.get("prompt"):
+        reasons.append("prompt changed")
+    for key in _SCALARS:
+        before, after = old.get(key), new.get(key)
+        if before != after:
+            reasons.append(f"{key} {before if before is not None else '(none)'} → {after if after is not None else '(none)'}")
+    if int(prev.get("take", 0)) != spec.take:
+        reasons.append(f"take {prev.get('take', 0)} → {spec.take}")
+    reasons.extend(_input_reasons(old.get("inputs") or [], spec.inputs, "input"))
+    old_mask = old.get("mask")
+    if (old_mask or None) != (spec.mask.describe() if spec.mask else None):
+        reasons.append("mask changed")
+    if prev.get("placeholder") and not placeholder:
+        reasons.append("replace placeholder")
+    return ", ".join(reasons) or "spec changed"
+
+
+def _input_reasons(old: list[dict], new: tuple[InputRef, ...], word: str) -> list[str]:
+    if len(old) != len(new):
+        return [f"inputs {len(old)} → {len(new)}"]
+    out = []
+    for before, ref in zip(old, new):
+        if before != ref.describe():
+            out.append(f"{word} {ref.label()} changed")
+    return out
+
+
+def _observed_credits(lock: Lock) -> dict[tuple, float]:
+    """Credits the API actually reserved, by what prices an image; placeholders say nothing."""
+    seen: dict[tuple, float] = {}
+    for entry in lock.assets.values():
+        req = entry.get("request") or {}
+        if entry.get("placeholder") or not isinstance(entry.get("credits"), (int, float)):
+            continue
+        seen[_price_key(req)] = float(entry["credits"])
+    return seen
+
+
+def _price_key(req: dict[str, Any]) -> tuple:
+    return (req.get("model"), req.get("size"), req.get("resolution"), req.get("quality"), req.get("n", 1),
+            len(req.get("inputs") or ()))
+
+
+def make_plan(project: Project, lock: Lock, *, placeholder: bool = False, force: Iterable[str] = (),
+              select: Iterable[str] = (), have: Callable[[dict[str, Any]], bool] | None = None,
+              specs: list[GenerationSpec] | None = None) -> Plan:
+    """The plan for a project against its lockfile: pure apart from reading the files it names.
+
+    ``have(entry)`` tells whether a locked asset's files are still on disk; a missing one is rebuilt.
+    """
+    specs = order_by_dependencies(project, resolve_specs(project) if specs is None else specs)
+    observed = _observed_credits(lock)
+    force = list(force)
+    assets: list[PlannedAsset] = []
+    by_name: dict[str, PlannedAsset] = {}
+    for spec in specs:
+        spec = _fill_asset_inputs(spec, by_name)
+        h = spec.spec_hash(placeholder)
+        prev = lock.assets.get(spec.name)
+        # An offline build keeps a real image whose spec is unchanged rather than making a placeholder.
+        real_ok = placeholder and prev is not None and prev.get("spec_hash") == spec.spec_hash(False)
+        if real_ok:
+            h = prev["spec_hash"]
+        if prev is None:
+            status, reason = Status.NEW, "not built yet"
+        elif h is not None and prev.get("spec_hash") == h:
+            status, reason = Status.UNCHANGED, "up to date"
+            if have is not None and not have(prev):
+                status, reason = Status.CHANGED, "files missing"
+        else:
+            status, reason = Status.CHANGED, change_reason(spec, prev, placeholder)
+        if any(fnmatch.fnmatchcase(spec.name, pat) for pat in force) and status == Status.UNCHANGED:
+            status, reason = Status.CHANGED, "forced"
+        credits = observed.get(_price_key(spec.request())) or estimate_credits(spec.api_body(
+            ["x"] * len(spec.inputs) or None))
+        asset = PlannedAsset(spec.name, status, reason, spec, h, credits, prev)
+        assets.append(asset)
+        by_name[spec.name] = asset
+    for name, prev in sorted(lock.assets.items()):
+        if name not in by_name:
+            assets.append(PlannedAsset(name, Status.REMOVED, "no longer in the config", None,
+                                       prev.get("spec_hash"), 0.0, prev))
+    plan = Plan(assets, placeholder=placeholder)
+    if select:
+        plan.selected = _select(plan, list(select))
+    return plan
+
+
+def _parents(spec: GenerationSpec) -> list[str]:
+    refs = spec.inputs + ((spec.mask,) if spec.mask else ())
+    return [r.ref for r in refs if r.kind == "asset"]
+
+
+def order_by_dependencies(project: Project, specs: list[GenerationSpec]) -> list[GenerationSpec]:
+    """Specs with every ``@asset`` parent before its dependents, else in config order; cycles are errors."""
+    if not any(_parents(s) for s in specs):
+        return specs
+    by_name = {s.name: s for s in specs}
+    done: set[str] = set()
+    out: list[GenerationSpec] = []
+    for spec in specs:
+        stack: list[tuple[GenerationSpec, int]] = [(spec, 0)]
+        path: list[str] = []
+        while stack:
+            node, i = stack.pop()
+            if node.name in done:
+                continue
+            parents = _parents(node)
+            if i == 0:
+                if node.name in path:
+                    cycle = " → ".join(path[path.index(node.name):] + [node.name])
+                    raise ConfigError(project.issue(("images", node.template, "inputs"),
+                                                    f"@asset inputs form a cycle: {cycle}"))
+                path.append(node.name)
+            if i < len(parents):
+                stack.append((node, i + 1))
+                stack.append((by_name[parents[i]], 0))
+            else:
+                path.pop()
+                done.add(node.name)
+                out.append(node)
+    return out
+
+
+def _fill_asset_inputs(spec: GenerationSpec, by_name: dict[str, PlannedAsset]) -> GenerationSpec:
+    """Give ``@asset`` inputs the sha256 of their parent's image when the parent is up to date."""
+    refs = spec.inputs + ((spec.mask,) if spec.mask else ())
+    if not any(r.kind == "asset" for r in refs):
+        return spec
+
+    def fill(ref: InputRef) -> InputRef:
+        if ref.kind != "asset":
+            return ref
+        parent = by_name.get(ref.ref)
+        files = (parent.previous or {}).get("files") if parent and parent.status == Status.UNCHANGED else None
+        return InputRef("asset", ref.ref, files[0]["sha256"] if files else None)
+
+    return spec.with_inputs(tuple(fill(r) for r in spec.inputs), fill(spec.mask) if spec.mask else None)
+
+
+def _select(plan: Plan, patterns: list[str]) -> set[str]:
+    """Names matching the patterns, plus every asset they depend on through ``@asset`` inputs."""
+    chosen: set[str] = set()
+    for pat in patterns:
+        hits = [a.name for a in plan.assets if a.spec and fnmatch.fnmatchcase(a.name, pat)]
+        if not hits:
+            raise UsageError(f"no asset matches {pat!r}; `starbuild plan` lists the asset names")
+        chosen.update(hits)
+    todo = list(chosen)
+    while todo:
+        asset = plan.by_name[todo.pop()]
+        for ref in asset.spec.inputs + ((asset.spec.mask,) if asset.spec.mask else ()):
+            if ref.kind == "asset" and ref.ref not in chosen:
+                chosen.add(ref.ref)
+                todo.append(ref.ref)
+    return chosen

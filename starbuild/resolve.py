@@ -1,0 +1,248 @@
+"""Turn a Project into resolved GenerationSpecs: defaults, matrix cells, templates, model rules.
+
+Pure apart from reading the files the config names (prompt files, axis files, reference images).
+All problems are collected and raised together as one ConfigError, each located in the config.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from starbuild.config import Image, Project
+from starbuild.errors import ConfigError, Issue
+from starbuild.matrix import Cell, expand
+from starbuild.models import GPT_IMAGE_2, check_request
+from starbuild.spec import GenerationSpec, InputRef, sha256_hex
+from starbuild.templating import TemplateProblem, Templates
+
+NAME_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+MAX_INPUT_BYTES = 50 * 1024 * 1024
+# How many problems one image key may report; a 10,000-cell matrix with one typo says it once.
+MAX_ISSUES_PER_IMAGE = 5
+_API_TO_FIELD = {"image_urls": "inputs", "mask_url": "mask"}
+_FIELDS = ("prompt", "prompt_file", "model", "size", "resolution", "quality", "n", "background",
+           "inputs", "mask", "take")
+
+
+def image_format(head: bytes) -> str | None:
+    """The image format of a file's first bytes: png, jpeg, webp, gif, or None."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    return None
+
+
+class _Collector:
+    """Issues for one image key, capped, with the location of each field."""
+
+    def __init__(self, project: Project, key: str, image: Image):
+        self.project, self.key, self.image = project, key, image
+        self.issues: list[Issue] = []
+        self.seen: set[str] = set()
+
+    def path(self, fld: str) -> tuple:
+        own = getattr(self.image, fld, None) is not None or (fld == "vars" and self.image.vars)
+        return ("images", self.key, fld) if own or fld == "name" else ("defaults", fld)
+
+    def add(self, fld: str, message: str, line_in_template: int | None = None, file: str | None = None) -> None:
+        if fld in self.seen or len(self.issues) >= MAX_ISSUES_PER_IMAGE:
+            return
+        self.seen.add(fld)
+        if fld == "name":
+            issue = self.project.issue(("images", self.key), message, key=True)
+            issue = Issue(issue.file, issue.line, issue.column, f"images.{self.key}", message)
+        else:
+            issue = self.project.issue(self.path(fld), message)
+        if file:
+            message = f"{message} ({file}, line {line_in_template})" if line_in_template else f"{message} ({file})"
+            issue = Issue(issue.file, issue.line, issue.column, issue.field, message)
+        elif line_in_template and line_in_template > 1:
+            issue = Issue(issue.file, issue.line, issue.column, issue.field,
+                          f"{message} (template line {line_in_template})")
+        self.issues.append(issue)
+
+
+class Resolver:
+    """Resolves every image of a project; keep one per load so templates and hashes are reused."""
+
+    def __init__(self, project: Project):
+        self.project = project
+        self.root = project.root
+        self.templates = Templates(project.root)
+        self._file_hashes: dict[str, tuple[str, str]] = {}
+
+    def resolve(self) -> list[GenerationSpec]:
+        cfg = self.project.config
+        specs: list[GenerationSpec] = []
+        issues: list[Issue] = []
+        origin: dict[str, tuple[str, Cell]] = {}
+        for key, image in cfg.images.items():
+            col = _Collector(self.project, key, image)
+            for spec, cell in self._image(key, image, col):
+                if spec.name in origin:
+                    other_key, other_cell = origin[spec.name]
+                    col.add("name", f"name {spec.name!r} is produced twice: by {_cell_text(other_key, other_cell)}"
+                                    f" and by {_cell_text(key, cell)}")
+                    continue
+                origin[spec.name] = (key, cell)
+                specs.append(spec)
+            issues.extend(col.issues)
+        names = set(origin)
+        for spec in specs:
+            for ref in spec.inputs + ((spec.mask,) if spec.mask else ()):
+                if ref.kind == "asset" and ref.ref not in names:
+                    key = spec.template
+                    col = _Collector(self.project, key, cfg.images[key])
+                    col.add("inputs" if ref in spec.inputs else "mask",
+                            f"@{ref.ref} is not an asset of this file (asset {spec.name!r})")
+                    issues.extend(col.issues)
+        if issues:
+            raise ConfigError(sorted(issues, key=lambda i: (i.line or 0, i.column or 0)))
+        return specs
+
+    def _image(self, key: str, image: Image, col: _Collector):
+        cfg = self.project.config
+        fields = cfg.defaults.model_dump(exclude_none=True)
+        own = image.model_dump(exclude_none=True, exclude={"matrix"})
+        if "prompt" in own and "prompt_file" in own:
+            col.add("prompt", "set prompt or prompt_file, not both")
+            return
+        if "prompt" in own or "prompt_file" in own:
+            fields.pop("prompt", None)
+            fields.pop("prompt_file", None)
+        fields.update(own)
+        if "prompt" not in fields and "prompt_file" not in fields:
+            col.add("name", "needs a prompt or a prompt_file")
+            return
+        base_vars = {**cfg.vars, **(cfg.defaults.vars or {}), **(image.vars or {})}
+
+        def fail(where: tuple, message: str) -> ConfigError:
+            return ConfigError(self.project.issue(("images", key, "matrix") + where, message))
+
+        try:
+            cells = expand(image.matrix, self.root, fail)
+        except ConfigError as exc:
+            col.issues.extend(exc.issues)
+            return
+        for cell in cells:
+            spec = self._cell(key, fields, {**base_vars, **cell}, col)
+            if spec is not None:
+                yield spec, cell
+
+    def _render(self, col: _Collector, fld: str, source: str, ctx: dict[str, Any]) -> str | None:
+        try:
+            return self.templates.render(source, ctx)
+        except TemplateProblem as exc:
+            col.add(fld, exc.message, exc.line, exc.file)
+            return None
+
+    def _cell(self, key: str, fields: dict[str, Any], ctx: dict[str, Any], col: _Collector) -> GenerationSpec | None:
+        name = self._render(col, "name", key, ctx)
+        if name is None:
+            return None
+        if not NAME_RE.match(name) or any(p in (".", "..") for p in name.split("/")):
+            col.add("name", f"{name!r} is not a valid asset name: use letters, digits, -, _, . and / "
+                            "in a relative path without '..'")
+            return None
+        if "prompt_file" in fields:
+            try:
+                prompt = self.templates.render_file(fields["prompt_file"], ctx)
+            except TemplateProblem as exc:
+                col.add("prompt_file", exc.message, exc.line, exc.file or fields["prompt_file"])
+                return None
+        else:
+            prompt = self._render(col, "prompt", fields["prompt"], ctx)
+            if prompt is None:
+                return None
+        model = fields.get("model", GPT_IMAGE_2)
+        size, resolution = fields.get("size"), fields.get("resolution")
+        if size and "{" in size:
+            size = self._render(col, "size", size, ctx)
+            if size is None:
+                return None
+        if resolution and "{" in resolution:
+            resolution = self._render(col, "resolution", resolution, ctx)
+            if resolution is None:
+                return None
+        inputs = []
+        for source in fields.get("inputs", ()):
+            ref = self._ref(col, "inputs", source, ctx)
+            if ref is None:
+                return None
+            inputs.append(ref)
+        mask = None
+        if "mask" in fields:
+            mask = self._ref(col, "mask", fields["mask"], ctx)
+            if mask is None:
+                return None
+        spec = GenerationSpec.effective(
+            name=name, model=model, prompt=prompt, size=size, resolution=resolution,
+            quality=fields.get("quality"), n=fields.get("n"), background=fields.get("background"),
+            take=fields.get("take"), inputs=tuple(inputs), mask=mask, template=key)
+        body = spec.api_body(["x"] * len(inputs) or None, "x" if mask else None)
+        problems = check_request(body)
+        for api_field, message in problems.items():
+            fld = _API_TO_FIELD.get(api_field, api_field)
+            if fld == "prompt" and "prompt_file" in fields:
+                fld = "prompt_file"
+            col.add(fld, f"{message} (asset {name!r})" if name != key else message)
+        if problems:
+            return None
+        return spec
+
+    def _ref(self, col: _Collector, fld: str, source: str, ctx: dict[str, Any]) -> InputRef | None:
+        text = self._render(col, fld, source, ctx)
+        if text is None:
+            return None
+        if text.startswith("@"):
+            return InputRef("asset", text[1:])
+        if text.startswith(("http://", "https://")):
+            return InputRef("url", text)
+        digest = self._hash_file(col, fld, text)
+        return InputRef("file", text, digest) if digest else None
+
+    def _hash_file(self, col: _Collector, fld: str, rel: str) -> str | None:
+        if rel in self._file_hashes:
+            return self._file_hashes[rel][0]
+        path = (self.root / rel).resolve()
+        if Path(rel).is_absolute() or not path.is_relative_to(self.root):
+            col.add(fld, f"{rel!r} is outside the project folder; reference images must be inside it")
+            return None
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            col.add(fld, f"file {rel!r} not found")
+            return None
+        except OSError as exc:
+            col.add(fld, f"cannot read {rel!r}: {exc}")
+            return None
+        if len(data) > MAX_INPUT_BYTES:
+            col.add(fld, f"{rel!r} is {len(data) / 2**20:.0f} MB; reference images may be at most 50 MB")
+            return None
+        kind = image_format(data[:16])
+        allowed = ("png",) if fld == "mask" else ("png", "jpeg", "webp")
+        if kind not in allowed:
+            col.add(fld, f"{rel!r} is not a {' or '.join(a.upper() for a in allowed)} image")
+            return None
+        digest = sha256_hex(data)
+        self._file_hashes[rel] = (digest, kind)
+        return digest
+
+
+def _cell_text(key: str, cell: Cell) -> str:
+    if not cell:
+        return f"image {key!r}"
+    inner = ", ".join(f"{k}: {v}" for k, v in cell.items())
+    return f"{key!r} cell {{{inner}}}"
+
+
+def resolve_specs(project: Project) -> list[GenerationSpec]:
+    """Every asset of a project as a resolved spec, in config order; ConfigError on any problem."""
+    return Resolver(project).resolve()
