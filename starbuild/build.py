@@ -1,13 +1,264 @@
-"""build()/abuild(): load → plan → run → publish → lock."""
+"""build()/abuild(): load → plan → run → publish → lock.
+
+Reads top to bottom as the list of steps; each step is a named function below.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
 from starbuild.config import Project
-from starbuild.lockfile import LOCK_NAME, read_lock
-from starbuild.planner import Plan, make_plan
+from starbuild.errors import BudgetError, FrozenError, MissingKeyError, StoreError
+from starbuild.lockfile import LOCK_NAME, Lock, read_lock, write_lock
+from starbuild.outcome import AssetResult, BuildReport, Outcome
+from starbuild.planner import Plan, PlannedAsset, Status, make_plan
+from starbuild.project_lock import project_lock
+from starbuild.runner import Emit, RunOptions, Runner
+from starbuild.store import AssetDir, ObjectStore
+
+OFFLINE_BASE_URL = "http://starmagic.emulator"
 
 
-def plan_project(project: Project, *, placeholder: bool = False, force=(), select=()) -> Plan:
-    """The plan for a project against its own lockfile."""
+@dataclass
+class BuildOptions:
+    """Everything a build may be told from the command line."""
+
+    offline: bool = False
+    frozen: bool = False
+    force: tuple[str, ...] = ()
+    select: tuple[str, ...] = ()
+    max_credits: float | None = None
+    concurrency: int | None = None
+    retry_failed: int = 0
+    retry_unknown: bool = False
+    fail_fast: bool = False
+    wait: bool = False
+    poll_base: float = 0.5
+    poll_cap: float = 10.0
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    specs: list | None = None  # already resolved specs, to skip resolving again
+
+
+def cache_dir(project: Project, env: dict[str, str] | None = None) -> Path:
+    """The cache, journal and object store folder (STARBUILD_CACHE_DIR moves it)."""
+    env = os.environ if env is None else env
+    override = env.get("STARBUILD_CACHE_DIR")
+    return Path(override).resolve() if override else project.root / ".starbuild"
+
+
+def asset_dir(project: Project) -> AssetDir:
+    """The versioned asset directory; refused when it escapes the project."""
+    raw = project.root / project.config.output.dir
+    out = raw.resolve()
+    if not out.is_relative_to(project.root) or out == project.root:
+        raise StoreError(f"output.dir {project.config.output.dir!r} must be a folder inside the project")
+    if raw.is_symlink():
+        raise StoreError(f"output.dir {project.config.output.dir!r} is a symlink; use a real folder")
+    return AssetDir(out)
+
+
+def plan_project(project: Project, *, placeholder: bool = False, force=(), select=(), env=None,
+                 specs=None) -> Plan:
+    """The plan for a project against its own lockfile and what is on disk."""
     lock = read_lock(project.root / LOCK_NAME)
-    return make_plan(project, lock, placeholder=placeholder, force=force, select=select)
+    have = _have_files(ObjectStore(cache_dir(project, env)), asset_dir(project))
+    return make_plan(project, lock, placeholder=placeholder, force=force, select=select, have=have, specs=specs)
+
+
+def _have_files(store: ObjectStore, assets: AssetDir) -> Callable[[dict], bool]:
+    current = assets.current()
+    base = assets.version_path(current) if current else None
+
+    def have(entry: dict) -> bool:
+        for f in entry.get("files") or []:
+            if not (store.has(f.get("sha256", "")) or (base is not None and (base / f.get("path", "")).is_file())):
+                return False
+        return True
+
+    return have
+
+
+def build(project: Project, options: BuildOptions | None = None, **kwargs: Any) -> BuildReport:
+    """Synchronous wrapper of abuild."""
+    return asyncio.run(abuild(project, options, **kwargs))
+
+
+async def abuild(project: Project, options: BuildOptions | None = None, *, transport=None,
+                 emit: Emit | None = None, emulator=None) -> BuildReport:
+    """Build what is new or changed; publish a version and write the lockfile when anything changed."""
+    options = options or BuildOptions()
+    started = time.monotonic()
+    cache = cache_dir(project, options.env)
+    with project_lock(cache, wait=options.wait):
+        lock = read_lock(project.root / LOCK_NAME)
+        store, assets = ObjectStore(cache), asset_dir(project)
+        plan = make_plan(project, lock, placeholder=options.offline, force=options.force,
+                         select=options.select, have=_have_files(store, assets), specs=options.specs)
+        from starbuild.journal import Journal
+
+        journal = Journal(cache / "journal")
+        try:
+            todo = plan.to_build()
+            if emit:
+                emit("plan", "", {"total": len(todo)})
+            _refuse_frozen(options, todo)
+            _refuse_budget(project, options, todo, journal)
+            report = await _run(project, options, todo, journal, store, transport, emulator, emit)
+        finally:
+            journal.close()
+        report.results.extend(_unbuilt(plan, report))
+        report.version = publish(project, lock, plan, report.results, store, assets)
+        store.clean_temp(older_than=3600)
+    report.elapsed = time.monotonic() - started
+    return report
+
+
+def _refuse_frozen(options: BuildOptions, todo: list[PlannedAsset]) -> None:
+    if options.frozen and todo:
+        names = ", ".join(a.name for a in todo[:5]) + (" ..." if len(todo) > 5 else "")
+        raise FrozenError(f"--frozen: {len(todo)} asset(s) are stale ({names}); run `starbuild build` "
+                          "and commit starbuild.lock")
+
+
+def _max_credits(project: Project, options: BuildOptions) -> float | None:
+    return options.max_credits if options.max_credits is not None else project.config.provider.max_credits
+
+
+def _refuse_budget(project: Project, options: BuildOptions, todo: list[PlannedAsset], journal) -> None:
+    limit = _max_credits(project, options)
+    if limit is None:
+        return
+    # Tasks already journaled cost nothing more; only fresh submissions count.
+    fresh = [a for a in todo if not (a.spec_hash and journal.get(a.spec_hash))]
+    estimate = round(sum(a.credits for a in fresh), 4)
+    if estimate > limit + 1e-9:
+        raise BudgetError(f"the build would reserve about {estimate:g} credits for {len(fresh)} image task(s), "
+                          f"over max_credits {limit:g}; raise --max-credits or build fewer assets by name")
+
+
+def _api_key(project: Project, options: BuildOptions) -> str:
+    var = project.config.provider.api_key_env
+    key = options.env.get(var, "").strip()
+    if not key:
+        raise MissingKeyError(f"no API key: set the environment variable {var}, or run "
+                              "`starbuild build --offline` to use the built-in emulator")
+    return key
+
+
+async def _run(project, options, todo, journal, store, transport, emulator, emit) -> BuildReport:
+    from starbuild.api.client import StarMagicClient
+
+    provider = project.config.provider
+    orphans = [(h, rec) for h, rec in journal.items() if rec.get("state") == "submitted"
+               and h not in {a.spec_hash for a in todo}]
+    if not todo and not orphans:
+        return BuildReport(results=[])
+    if options.offline:
+        if transport is None:
+            import httpx
+
+            from starbuild.emulator import Emulator, EmulatorConfig
+
+            emulator = emulator or Emulator(EmulatorConfig(public_url=OFFLINE_BASE_URL))
+            transport = httpx.ASGITransport(app=emulator)
+        base_url = files_url = OFFLINE_BASE_URL
+        key = "offline"
+    else:
+        key = _api_key(project, options)
+        base_url = options.env.get("STARMAGIC_BASE_URL") or provider.base_url
+        files_url = options.env.get("STARMAGIC_FILES_URL") or provider.files_url
+    run_opts = RunOptions(
+        concurrency=options.concurrency or provider.concurrency, rate_per_second=provider.submissions_per_second(),
+        max_credits=_max_credits(project, options), task_timeout=provider.task_timeout,
+        retry_failed=options.retry_failed, fail_fast=options.fail_fast, placeholder=options.offline,
+        retry_unknown=options.retry_unknown, poll_base=options.poll_base, poll_cap=options.poll_cap)
+    async with StarMagicClient(base_url, key, files_url=files_url, transport=transport) as client:
+        runner = Runner(client, journal, store, project.root, run_opts, emit or (lambda *a: None))
+        adopted = [asyncio.create_task(runner.adopt(h, rec)) for h, rec in orphans]
+        results = await runner.run(todo)
+        kept = sum(await asyncio.gather(*adopted))
+        return BuildReport(results=results, credits_reserved=runner.budget.reserved, requests=client.requests,
+                           adopted=kept)
+
+
+def _unbuilt(plan: Plan, report: BuildReport) -> list[AssetResult]:
+    """Results for the assets the run did not touch: unchanged, removed, or not selected."""
+    ran = {r.name for r in report.results}
+    out = []
+    for a in plan.assets:
+        if a.name in ran:
+            continue
+        if a.status == Status.REMOVED:
+            if plan.selected is None:
+                out.append(AssetResult(a.name, Outcome.REMOVED, a.reason, a.spec_hash))
+            continue
+        prev = a.previous or {}
+        common = dict(spec_hash=a.spec_hash, model=a.spec.model if a.spec else None,
+                      request=a.spec.request() if a.spec else None)
+        if a.status == Status.UNCHANGED:
+            out.append(AssetResult(a.name, Outcome.CACHED, "up to date", files=prev.get("files", []), **common))
+        else:
+            out.append(AssetResult(a.name, Outcome.SKIPPED, "not selected", **common))
+    order = {a.name: i for i, a in enumerate(plan.assets)}
+    report.results.sort(key=lambda r: order.get(r.name, 0))
+    return out
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _entry(result: AssetResult, placeholder: bool, take: int) -> dict[str, Any]:
+    entry = {"spec_hash": result.spec_hash, "request": result.request, "task_id": result.task_id,
+             "files": result.files, "credits": result.credits, "placeholder": placeholder, "created": _now()}
+    if take:
+        entry["take"] = take
+    return entry
+
+
+def next_lock(plan: Plan, lock: Lock, results: list[AssetResult]) -> dict[str, dict]:
+    """The lockfile's assets after this build: successes replace, failures keep what was there."""
+    by_name = {r.name: r for r in results}
+    assets: dict[str, dict] = {}
+    for a in plan.assets:
+        r = by_name.get(a.name)
+        if a.status == Status.REMOVED:
+            if r is None or r.outcome != Outcome.REMOVED:
+                assets[a.name] = lock.assets[a.name]
+            continue
+        if r is not None and r.outcome in (Outcome.BUILT, Outcome.RESUMED) or (
+                r is not None and r.outcome == Outcome.CACHED and a.stale):
+            assets[a.name] = _entry(r, plan.placeholder, a.spec.take if a.spec else 0)
+        elif a.name in lock.assets:
+            assets[a.name] = lock.assets[a.name]
+    return assets
+
+
+def publish(project: Project, lock: Lock, plan: Plan, results: list[AssetResult], store: ObjectStore,
+            assets: AssetDir) -> int | None:
+    """Write a new version and the lockfile when anything changed; the version number, or None."""
+    new_assets = next_lock(plan, lock, results)
+    current = assets.current()
+    if new_assets == lock.assets and (current == lock.asset_version or not new_assets):
+        return None
+    base = assets.version_path(current) if current else None
+    files: list[tuple[str, Path]] = []
+    for entry in new_assets.values():
+        for f in entry.get("files") or []:
+            src = store.path(f["sha256"])
+            if not src.is_file() and base is not None and (base / f["path"]).is_file():
+                src = base / f["path"]
+            if src.is_file():
+                files.append((f["path"], src))
+    number = max([lock.asset_version, *assets.versions()], default=0) + 1
+    manifest = {"asset_version": number, "created": _now(), "assets": new_assets}
+    assets.publish(number, files, manifest)
+    write_lock(project.root / LOCK_NAME, Lock(asset_version=number, assets=new_assets))
+    assets.prune(project.config.output.keep)
+    return number

@@ -24,6 +24,7 @@ class Context:
         self.file = Path(file) if file else None
         self.verbose = verbose
         self.quiet = quiet
+        self.specs = None  # resolved by load(), reused by the plan
 
     @property
     def config_path(self) -> Path:
@@ -32,9 +33,11 @@ class Context:
         return find_config(self.directory, self.file)
 
     def load(self):
-        from starbuild.config import load_config
+        """The project, with every config problem (schema and resolution) reported at once."""
+        from starbuild.resolve import load_and_resolve
 
-        return load_config(self.config_path)
+        project, self.specs = load_and_resolve(self.config_path)
+        return project
 
 
 def fail(exc: StarbuildError) -> None:
@@ -107,11 +110,11 @@ def init(ctx: Context, directory: str | None) -> None:
 @run_safely
 def validate(ctx: Context) -> None:
     """Check the config and every template, file and model rule; no network."""
-    from starbuild.resolve import resolve_specs
     from starbuild.planner import order_by_dependencies
+    from starbuild.resolve import load_and_resolve
 
-    project = ctx.load()
-    specs = order_by_dependencies(project, resolve_specs(project))
+    project, specs = load_and_resolve(ctx.config_path)
+    specs = order_by_dependencies(project, specs)
     if not ctx.quiet:
         click.echo(f"{project.display}: ok ({len(specs)} assets)")
 
@@ -126,11 +129,131 @@ def plan(ctx: Context, as_json: bool, offline: bool) -> None:
     from starbuild.build import plan_project
     from starbuild.report import dump_json, render_plan
 
-    the_plan = plan_project(ctx.load(), placeholder=offline)
+    the_plan = plan_project(ctx.load(), placeholder=offline, specs=ctx.specs)
     if as_json:
         dump_json(the_plan.to_json())
     else:
         render_plan(the_plan)
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("--offline", is_flag=True, help="Use the built-in emulator: placeholder images, no key needed.")
+@click.option("--dry-run", is_flag=True, help="Only show the plan (same as `starbuild plan`).")
+@click.option("--max-credits", type=float, help="Refuse a build whose estimate is higher.")
+@click.option("--concurrency", type=click.IntRange(1, 256), help="Tasks in flight at most.")
+@click.option("--frozen", is_flag=True, help="Never call the API; fail (exit 3) if anything is stale.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report on stdout.")
+@click.option("--force", multiple=True, metavar="NAME_OR_GLOB", help="Regenerate even if cached.")
+@click.option("--keep-going/--fail-fast", default=True, help="Keep building after a failure (default).")
+@click.option("--retry-failed", type=click.IntRange(0, 10), default=0, metavar="N",
+              help="Submit a failed task again up to N times, for failure codes worth retrying (may cost again).")
+@click.option("--retry-unknown", is_flag=True,
+              help="Submit again an asset whose earlier submission's outcome is unknown (may cost twice).")
+@click.option("--wait", is_flag=True, help="Wait for another running build instead of exiting with 3.")
+@pass_ctx
+@run_safely
+def build(ctx: Context, names, offline, dry_run, max_credits, concurrency, frozen, as_json, force,
+          keep_going, retry_failed, retry_unknown, wait) -> None:
+    """Build what is new or changed (all, or the named assets and what they depend on)."""
+    from starbuild.build import BuildOptions, build as run_build, plan_project
+    from starbuild.report import dump_json, render_plan
+
+    _setup_logging(ctx)
+    project = ctx.load()
+    if dry_run:
+        the_plan = plan_project(project, placeholder=offline, force=force, select=names, specs=ctx.specs)
+        dump_json(the_plan.to_json()) if as_json else render_plan(the_plan)
+        return
+    options = BuildOptions(offline=offline, frozen=frozen, force=tuple(force), select=tuple(names),
+                           max_credits=max_credits, concurrency=concurrency, retry_failed=retry_failed,
+                           retry_unknown=retry_unknown, fail_fast=not keep_going, wait=wait, specs=ctx.specs)
+    with _progress(ctx, as_json) as progress:
+        report = run_build(project, options, emit=progress)
+    if as_json:
+        dump_json(report.to_json())
+    else:
+        from starbuild.progress import render_summary
+
+        render_summary(report)
+    sys.exit(int(report.exit_code))
+
+
+def _progress(ctx: Context, as_json: bool):
+    from starbuild.progress import LiveProgress, PlainProgress
+
+    if sys.stderr.isatty() and not ctx.quiet and not as_json:
+        return LiveProgress()
+    return PlainProgress(quiet=ctx.quiet)
+
+
+def _setup_logging(ctx: Context) -> None:
+    import logging
+
+    level = logging.DEBUG if ctx.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("httpx", "httpcore", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@main.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@pass_ctx
+@run_safely
+def ls_command(ctx: Context, as_json: bool) -> None:
+    """The current assets with files, sizes, hashes and provenance."""
+    from starbuild.inventory import list_assets
+    from starbuild.report import dump_json
+
+    data = list_assets(ctx.load())
+    if as_json:
+        dump_json(data)
+        return
+    for a in data["assets"]:
+        origin = "placeholder" if a["placeholder"] else (a["task_id"] or "")
+        for f in a["files"]:
+            click.echo(f"{f['path']}  {f['width']}x{f['height']}  {f['bytes']:>9} B  {f['sha256'][:12]}  "
+                       f"{a['model']}  {origin}  {a['created']}")
+    click.echo(f"{len(data['assets'])} assets in v{data['asset_version']:04d}" if data["asset_version"]
+               else "no assets built yet")
+
+
+@main.command()
+@pass_ctx
+@run_safely
+def versions(ctx: Context) -> None:
+    """List the asset versions."""
+    from starbuild.inventory import list_versions
+
+    rows = list_versions(ctx.load())
+    for v in rows:
+        mark = "*" if v["current"] else " "
+        click.echo(f"{mark} v{v['version']:04d}  {v['created'] or '?':20}  {v['assets']} assets")
+    if not rows:
+        click.echo("no versions yet")
+
+
+@main.command()
+@click.argument("version", type=int)
+@pass_ctx
+@run_safely
+def rollback(ctx: Context, version: int) -> None:
+    """Make version N current again and restore its lockfile, with no API call."""
+    from starbuild.inventory import rollback as do_rollback
+
+    do_rollback(ctx.load(), version)
+    click.echo(f"v{version:04d} is current; starbuild.lock restored from its manifest")
+
+
+@main.command()
+@pass_ctx
+@run_safely
+def gc(ctx: Context) -> None:
+    """Drop pruned versions' leftovers and cache objects nothing references."""
+    from starbuild.inventory import collect_garbage
+
+    removed, freed = collect_garbage(ctx.load())
+    click.echo(f"removed {removed} unreferenced objects ({freed / 2**20:.1f} MB)")
 
 
 @main.command()

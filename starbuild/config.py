@@ -214,5 +214,25 @@ def load_config(path: Path | str = CONFIG_NAME) -> Project:
             pos = marks.find(loc, key=key) or (None, None)
             issues.append(Issue(display, pos[0], pos[1], _dotted(loc), msg))
         issues.sort(key=lambda i: (i.line or 0, i.column or 0))
-        raise ConfigError(issues) from None
+        error = ConfigError(issues)
+        error.partial = _partial(data, exc, path, marks)  # type: ignore[attr-defined]
+        raise error from None
+    return Project(root=path.resolve().parent, config_path=path.resolve(), config=config, marks=marks)
+
+
+def _partial(data: dict, exc: ValidationError, path: Path, marks: Marks) -> Project | None:
+    """The project made of the images that did validate, so their own problems are reported too."""
+    bad = set()
+    for err in exc.errors():
+        loc = err["loc"]
+        if len(loc) < 2 or loc[0] != "images":
+            return None
+        bad.add(loc[1])
+    images = {k: v for k, v in (data.get("images") or {}).items() if k not in bad}
+    if not images:
+        return None
+    try:
+        config = Config.model_validate({**data, "images": images})
+    except ValidationError:
+        return None
     return Project(root=path.resolve().parent, config_path=path.resolve(), config=config, marks=marks)

@@ -11,6 +11,7 @@
     ├── ApiError                   the StarMagic API answered with an error, or could not be reached
     │   ├── TransientApiError      worth retrying: connection errors, timeouts, 429, 5xx
     │   │   └── RateLimitError     429; carries the advised delay when the server gave one
+    │   ├── UnknownOutcomeError    a submission was sent but its answer was lost: it may be billed
     │   ├── AuthError              401 / 403
     │   ├── QuotaError             402
     │   ├── BadRequestError        400
@@ -118,6 +119,10 @@ class TransientApiError(ApiError):
 
 class RateLimitError(TransientApiError):
     """429: too many requests or too many unfinished tasks."""
+
+
+class UnknownOutcomeError(ApiError):
+    """A submission reached the network but no answer came back; it may have been accepted and billed."""
 
 
 class AuthError(ApiError):

@@ -243,6 +243,24 @@ def _cell_text(key: str, cell: Cell) -> str:
     return f"{key!r} cell {{{inner}}}"
 
 
+def load_and_resolve(path: Path) -> tuple[Project, list[GenerationSpec]]:
+    """Load a config and resolve it, reporting schema and resolution problems together."""
+    from starbuild.config import load_config
+
+    try:
+        project = load_config(path)
+    except ConfigError as exc:
+        partial = getattr(exc, "partial", None)
+        if partial is not None:
+            try:
+                resolve_specs(partial)
+            except ConfigError as more:
+                extra = [i for i in more.issues if "is not an asset of this file" not in i.message]
+                raise ConfigError(sorted(exc.issues + extra, key=lambda i: (i.line or 0, i.column or 0))) from None
+        raise
+    return project, resolve_specs(project)
+
+
 def resolve_specs(project: Project) -> list[GenerationSpec]:
     """Every asset of a project as a resolved spec, in config order; ConfigError on any problem."""
     return Resolver(project).resolve()

@@ -1,0 +1,1 @@
+"""The StarMagic API client: the only place that talks HTTP."""

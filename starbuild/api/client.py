@@ -1,0 +1,245 @@
+"""StarMagicClient: submit, poll, download and upload over httpx, with the retry policy.
+
+httpx errors become ApiError subclasses here and only here. The key is sent only to the API and
+file hosts, never to result links (they are public CDN URLs), and is never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+from urllib.parse import urlsplit
+
+import httpx
+
+from starbuild.api.wire import Task, parse_error, parse_task
+from starbuild.errors import (
+    ApiError, AuthError, BadRequestError, NotFoundError, QuotaError, RateLimitError, TransientApiError,
+    UnknownOutcomeError,
+)
+
+log = logging.getLogger("starbuild.http")
+MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class RetryPolicy:
+    """Capped, jittered exponential backoff that honours the server's advice up to a bound."""
+
+    attempts: int = 8
+    base: float = 0.5
+    cap: float = 30.0
+    max_advised: float = 120.0
+
+    def delay(self, attempt: int, advised: float | None, rng: random.Random) -> float:
+        if advised is not None:
+            return min(max(advised, 0.0), self.max_advised)
+        return min(self.cap, self.base * 2 ** attempt) * rng.uniform(0.5, 1.0)
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    value = resp.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def error_from_response(resp: httpx.Response) -> ApiError:
+    """The ApiError for an error answer, from either envelope."""
+    try:
+        data = resp.json()
+    except ValueError:
+        data = None
+    body = parse_error(data, resp.status_code)
+    status = resp.status_code
+    advised = _retry_after(resp) or body.retry_after
+    text = f"HTTP {status} {body.code}: {body.message}"
+    kind: type[ApiError]
+    if status == 429:
+        kind = RateLimitError
+    elif status >= 500 or status == 408:
+        kind = TransientApiError
+    elif status in (401, 403):
+        kind = AuthError
+    elif status == 402:
+        kind = QuotaError
+    elif status in (404, 410):
+        kind = NotFoundError
+    elif status == 400:
+        kind = BadRequestError
+    else:
+        kind = ApiError
+    return kind(text, status=status, code=body.code, retry_after=advised)
+
+
+class StarMagicClient:
+    """An async client of the StarMagic API; use as ``async with StarMagicClient(...) as c``."""
+
+    def __init__(self, base_url: str, api_key: str | None, *, files_url: str | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None, retry: RetryPolicy | None = None,
+                 timeout: float = 60.0, seed: int | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 on_rate_limit: Callable[[], None] | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.files_url = (files_url or base_url).rstrip("/")
+        self._key = api_key
+        self.retry = retry or RetryPolicy()
+        self._rng = random.Random(seed)
+        self._sleep = sleep
+        self.on_rate_limit = on_rate_limit
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+        self.http = httpx.AsyncClient(transport=transport, timeout=timeout, limits=limits,
+                                      follow_redirects=True, trust_env=False)
+        self.requests = 0
+
+    async def __aenter__(self) -> "StarMagicClient":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._key}"} if self._key else {}
+
+    async def _send(self, method: str, url: str, *, auth: bool, unsafe: bool = False,
+                    **kwargs: Any) -> httpx.Response:
+        """One logical request with retries. ``unsafe``: a lost answer must not be retried."""
+        headers = self._auth() if auth else {}
+        err: ApiError | None = None
+        for attempt in range(self.retry.attempts):
+            self.requests += 1
+            try:
+                resp = await self.http.request(method, url, headers=headers, **kwargs)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                err = TransientApiError(f"cannot reach {urlsplit(url).netloc}: {exc or type(exc).__name__}")
+            except (httpx.TransportError, OSError) as exc:
+                if unsafe:
+                    raise UnknownOutcomeError(
+                        f"the connection was lost after the submission was sent ({type(exc).__name__}); "
+                        "it may have been accepted and billed") from None
+                err = TransientApiError(f"{urlsplit(url).netloc}: {exc or type(exc).__name__}")
+            else:
+                log.debug("%s %s -> %s", method, url, resp.status_code)
+                if resp.status_code < 400:
+                    return resp
+                err = error_from_response(resp)
+                if isinstance(err, RateLimitError) and self.on_rate_limit:
+                    self.on_rate_limit()
+                if not isinstance(err, TransientApiError):
+                    raise err
+            if attempt + 1 < self.retry.attempts:
+                await self._sleep(self.retry.delay(attempt, err.retry_after, self._rng))
+        assert err is not None
+        raise err
+
+    async def submit(self, body: dict[str, Any]) -> Task:
+        """POST /v1/images/generations: the accepted task (its id must be journaled at once)."""
+        resp = await self._send("POST", f"{self.base_url}/v1/images/generations", auth=True, unsafe=True,
+                                json=body)
+        try:
+            return parse_task(resp.json())
+        except ValueError:
+            raise UnknownOutcomeError("the API accepted the submission but its answer has no task id; "
+                                      "it may have been billed") from None
+
+    async def task(self, task_id: str) -> Task:
+        """GET /v1/tasks/{id}."""
+        resp = await self._send("GET", f"{self.base_url}/v1/tasks/{task_id}", auth=True)
+        try:
+            return parse_task(resp.json())
+        except ValueError:
+            raise TransientApiError(f"task {task_id}: the answer is not a task object") from None
+
+    async def download(self, url: str, dest_dir: Path, max_bytes: int = MAX_DOWNLOAD_BYTES) -> tuple[Path, str, int]:
+        """Stream a result link into a temp file in dest_dir: (path, sha256, bytes)."""
+        err: ApiError | None = None
+        for attempt in range(self.retry.attempts):
+            self.requests += 1
+            try:
+                return await self._download_once(url, dest_dir, max_bytes)
+            except (httpx.TransportError, OSError) as exc:
+                if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):
+                    raise
+                err = TransientApiError(f"download interrupted: {type(exc).__name__}")
+            except TransientApiError as exc:
+                err = exc
+            if attempt + 1 < self.retry.attempts:
+                await self._sleep(self.retry.delay(attempt, err.retry_after, self._rng))
+        assert err is not None
+        raise err
+
+    async def _download_once(self, url: str, dest_dir: Path, max_bytes: int) -> tuple[Path, str, int]:
+        digest = hashlib.sha256()
+        size = 0
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        fd = -1
+        tmp = dest_dir / f".download-{os.getpid()}-{self._rng.getrandbits(48):012x}.part"
+        try:
+            async with self.http.stream("GET", url) as resp:
+                log.debug("GET <result link> -> %s", resp.status_code)  # links are never logged
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    err = error_from_response(resp)
+                    if isinstance(err, NotFoundError) or resp.status_code == 403:
+                        raise NotFoundError("the result link has expired or is gone (links live 24 hours)",
+                                            status=resp.status_code)
+                    raise err
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                async for chunk in resp.aiter_bytes(1 << 16):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise ApiError(f"the result is larger than {max_bytes // 2**20} MB; refused")
+                    digest.update(chunk)
+                    os.write(fd, chunk)
+                os.fsync(fd)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+                fd = -1
+            tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        return tmp, digest.hexdigest(), size
+
+    async def upload(self, path: Path, mime: str) -> tuple[str, float | None]:
+        """Upload a local file to the file service: (file_url, expires_at as unix seconds or None)."""
+        data = path.read_bytes()
+        resp = await self._send("POST", f"{self.files_url}/api/v1/files/upload/stream", auth=True,
+                                files={"file": (path.name, data, mime)})
+        try:
+            body = resp.json()
+            info = body["data"]
+            url = info["file_url"]
+        except (ValueError, KeyError, TypeError):
+            raise ApiError("the file service answered without a file_url") from None
+        return url, _expiry(info.get("expires_at"))
+
+
+def _expiry(value: Any) -> float | None:
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        from datetime import datetime
+
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return None

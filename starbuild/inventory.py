@@ -1,0 +1,84 @@
+"""What is built: ``ls``, ``versions``, ``rollback`` and ``gc``. No API calls here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starbuild.build import asset_dir, cache_dir
+from starbuild.config import Project
+from starbuild.errors import UsageError
+from starbuild.lockfile import LOCK_NAME, Lock, read_lock, write_lock
+from starbuild.store import ObjectStore
+
+
+def list_assets(project: Project) -> dict[str, Any]:
+    """The lockfile's assets with their files and provenance."""
+    lock = read_lock(project.root / LOCK_NAME)
+    out = []
+    for name, entry in sorted(lock.assets.items()):
+        out.append({"name": name, "spec_hash": entry.get("spec_hash"), "model": (entry.get("request") or {}).get("model"),
+                    "task_id": entry.get("task_id"), "created": entry.get("created"),
+                    "placeholder": bool(entry.get("placeholder")), "credits": entry.get("credits"),
+                    "files": entry.get("files") or []})
+    return {"asset_version": lock.asset_version, "assets": out}
+
+
+def list_versions(project: Project) -> list[dict[str, Any]]:
+    assets = asset_dir(project)
+    current = assets.current()
+    rows = []
+    for v in assets.versions():
+        manifest = assets.manifest(v)
+        rows.append({"version": v, "current": v == current, "created": manifest.get("created"),
+                     "assets": len(manifest.get("assets") or {})})
+    return rows
+
+
+def rollback(project: Project, version: int) -> None:
+    """Make a version current and write the lockfile its manifest records."""
+    from starbuild.project_lock import project_lock
+
+    assets = asset_dir(project)
+    if version not in assets.versions():
+        have = ", ".join(str(v) for v in assets.versions()) or "none"
+        raise UsageError(f"there is no version {version} (versions: {have})")
+    manifest = assets.manifest(version)
+    if not isinstance(manifest.get("assets"), dict):
+        raise UsageError(f"version {version} has no readable manifest.json; it cannot be restored")
+    with project_lock(cache_dir(project)):
+        assets.set_current(version)
+        write_lock(project.root / LOCK_NAME, Lock(asset_version=version, assets=manifest["assets"]))
+
+
+def collect_garbage(project: Project) -> tuple[int, int]:
+    """Delete objects and journal records that no version, lockfile or unfinished task needs."""
+    from starbuild.journal import STORED, Journal
+    from starbuild.project_lock import project_lock
+
+    cache = cache_dir(project)
+    store = ObjectStore(cache)
+    assets = asset_dir(project)
+    with project_lock(cache):
+        keep: set[str] = set()
+        lock = read_lock(project.root / LOCK_NAME)
+        for entry in lock.assets.values():
+            keep.update(f["sha256"] for f in entry.get("files") or [])
+        for v in assets.versions():
+            for entry in (assets.manifest(v).get("assets") or {}).values():
+                keep.update(f["sha256"] for f in entry.get("files") or [])
+        assets.clean_partial()
+        journal = Journal(cache / "journal")
+        try:
+            for h, rec in journal.items():
+                if rec.get("state") == STORED and not {f["sha256"] for f in rec.get("files", [])} & keep:
+                    journal.forget(h)
+        finally:
+            journal.close()
+        removed = freed = 0
+        for sha in list(store.all()):
+            if sha not in keep:
+                freed += store.path(sha).stat().st_size
+                store.remove(sha)
+                removed += 1
+        store.clean_temp()
+    return removed, freed

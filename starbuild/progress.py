@@ -1,0 +1,110 @@
+"""Build progress: a live rich display on a terminal, plain lines otherwise, and the summary table."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from typing import TextIO
+
+from starbuild.outcome import BuildReport
+
+_LINE_EVENTS = {"submitted", "resume", "retry", "built", "cached", "resumed", "failed", "skipped"}
+
+
+class PlainProgress:
+    """One line per event that matters, on stderr."""
+
+    def __init__(self, out: TextIO | None = None, quiet: bool = False):
+        self.out = out or sys.stderr
+        self.quiet = quiet
+
+    def __enter__(self) -> "PlainProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def __call__(self, kind: str, name: str, info: dict) -> None:
+        if self.quiet and kind != "failed":
+            return
+        if kind not in _LINE_EVENTS:
+            return
+        detail = ""
+        if kind == "submitted" and info.get("credits") is not None:
+            detail = f" ({info['credits']:g} credits reserved)"
+        elif kind == "failed" and info.get("error"):
+            detail = f": {info['error']}"
+        elif kind == "resume":
+            detail = f" (task {info.get('task_id')})"
+        self.out.write(f"{kind:<9} {name}{detail}\n")
+        self.out.flush()
+
+
+class LiveProgress:
+    """A live display: counts per state, credits reserved, elapsed time and an ETA."""
+
+    def __init__(self, out: TextIO | None = None):
+        from rich.console import Console
+
+        self.console = Console(file=out or sys.stderr)
+        self.total = 0
+        self.counts: Counter[str] = Counter()
+        self.credits = 0.0
+        self.start = time.monotonic()
+        self.live = None
+        self.failures: list[str] = []
+
+    def __enter__(self) -> "LiveProgress":
+        from rich.live import Live
+
+        self.live = Live(self._render(), console=self.console, refresh_per_second=8, transient=True)
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.live is not None:
+            self.live.__exit__(*exc)
+        for line in self.failures:
+            self.console.print(line, markup=False, highlight=False)
+
+    def __call__(self, kind: str, name: str, info: dict) -> None:
+        if kind == "plan":
+            self.total = info.get("total", 0)
+        self.counts[kind] += 1
+        if kind == "submitted" and info.get("credits"):
+            self.credits += info["credits"]
+        if kind == "failed":
+            self.failures.append(f"failed    {name}: {info.get('error')}")
+        if self.live is not None:
+            self.live.update(self._render())
+
+    def _render(self):
+        from rich.text import Text
+
+        finished = sum(self.counts[k] for k in ("built", "cached", "resumed", "failed", "skipped"))
+        elapsed = time.monotonic() - self.start
+        eta = (elapsed / finished * (self.total - finished)) if finished else None
+        parts = [f"{finished}/{self.total} done", f"{self.counts['submitted']} submitted",
+                 f"{self.counts['built']} built", f"{self.counts['resumed']} resumed",
+                 f"{self.counts['failed']} failed", f"{self.credits:g} credits reserved",
+                 f"{elapsed:.0f}s elapsed"]
+        if eta is not None:
+            parts.append(f"ETA {eta:.0f}s")
+        return Text(" · ".join(parts))
+
+
+def render_summary(report: BuildReport, out: TextIO | None = None) -> None:
+    """The end-of-build summary: failures with reasons, then one line of counts."""
+    out = out or sys.stdout
+    s = report.summary()
+    for r in report.results:
+        if r.outcome.value == "failed":
+            out.write(f"failed: {r.name}: {r.error}\n")
+        elif r.outcome.value == "skipped" and r.reason != "not selected":
+            out.write(f"skipped: {r.name}: {r.reason}\n")
+    version = f"; published v{s['version']:04d}" if s["version"] else "; no new version"
+    adopted = f"; kept {report.adopted} paid image(s) of an earlier run" if report.adopted else ""
+    out.write(f"{s['built']} built, {s['resumed']} resumed, {s['cached']} cached, {s['failed']} failed, "
+              f"{s['skipped']} skipped, {s['removed']} removed; {s['credits']:g} credits reserved"
+              f"{version}{adopted}\n")

@@ -1,0 +1,387 @@
+"""The scheduler: run each stale asset's protocol concurrently and politely.
+
+Per asset: reuse a stored result, or resume a journaled task, or submit (journal the task id
+before polling), poll, download, verify and store. Every asset yields one AssetResult; one
+asset's failure never stops the others (unless fail-fast asks to stop submitting).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mimetypes
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from starbuild.api.client import StarMagicClient
+from starbuild.api.wire import RETRYABLE_FAILURES, Task
+from starbuild.errors import (
+    ApiError, NotFoundError, RateLimitError, StarbuildError, UnknownOutcomeError, VerifyError,
+)
+from starbuild.journal import STORED, SUBMITTED, SUBMITTING, Journal
+from starbuild.outcome import AssetResult, Outcome
+from starbuild.planner import PlannedAsset
+from starbuild.spec import GenerationSpec, InputRef
+from starbuild.store import ObjectStore
+from starbuild.verify import verify_image
+
+log = logging.getLogger("starbuild")
+Emit = Callable[[str, str, dict], None]
+
+
+@dataclass
+class RunOptions:
+    """How hard and how long the runner may work."""
+
+    concurrency: int = 4
+    rate_per_second: float | None = None
+    max_credits: float | None = None
+    task_timeout: float = 600.0
+    retry_failed: int = 0
+    fail_fast: bool = False
+    placeholder: bool = False
+    retry_unknown: bool = False
+    poll_base: float = 0.5   # first backoff step after the estimate has passed
+    poll_cap: float = 10.0   # longest wait between two polls
+    seed: int | None = None
+
+
+class AdaptiveLimit:
+    """A concurrency limit that halves on 429 and grows back by one after a run of successes."""
+
+    def __init__(self, limit: int):
+        self.max = self.limit = max(1, limit)
+        self.in_use = 0
+        self._streak = 0
+        self._last_cut = 0.0
+        self._cond = asyncio.Condition()
+
+    async def acquire(self) -> None:
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.in_use < self.limit)
+            self.in_use += 1
+
+    async def release(self) -> None:
+        async with self._cond:
+            self.in_use -= 1
+            self._cond.notify_all()
+
+    def throttle(self) -> None:
+        now = time.monotonic()
+        if now - self._last_cut > 1.0:  # one burst of 429s halves once, not to zero
+            self.limit = max(1, self.limit // 2)
+            self._last_cut = now
+        self._streak = 0
+
+    async def success(self) -> None:
+        self._streak += 1
+        if self._streak >= self.limit and self.limit < self.max:
+            self._streak = 0
+            async with self._cond:
+                self.limit += 1
+                self._cond.notify_all()
+
+
+class RateLimiter:
+    """At most ``rate`` submissions per second, evenly spaced."""
+
+    def __init__(self, rate: float | None):
+        self.interval = 1.0 / rate if rate else 0.0
+        self._next = 0.0
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        now = time.monotonic()
+        at = max(now, self._next)
+        self._next = at + self.interval
+        if at > now:
+            await asyncio.sleep(at - now)
+
+
+class Budget:
+    """Credits reserved so far plus estimates of submissions under way, against a cap."""
+
+    def __init__(self, limit: float | None):
+        self.limit = limit
+        self.reserved = 0.0
+        self.pending = 0.0
+
+    def try_hold(self, estimate: float) -> bool:
+        if self.limit is not None and self.reserved + self.pending + estimate > self.limit + 1e-9:
+            return False
+        self.pending += estimate
+        return True
+
+    def settle(self, estimate: float, actual: float | None) -> None:
+        self.pending -= estimate
+        self.reserved += estimate if actual is None else actual
+
+    def release(self, estimate: float) -> None:
+        self.pending -= estimate
+
+
+class Stop(Exception):
+    """This asset was not attempted (budget, fail-fast, a failed parent)."""
+
+
+@dataclass
+class Runner:
+    """Runs the stale assets of one plan against one client."""
+
+    client: StarMagicClient
+    journal: Journal
+    store: ObjectStore
+    root: Path
+    options: RunOptions
+    emit: Emit = lambda kind, name, info: None
+    limit: AdaptiveLimit = field(init=False)
+    rate: RateLimiter = field(init=False)
+    budget: Budget = field(init=False)
+    uploads: dict[str, str] = field(default_factory=dict)  # content sha -> file URL, this process only
+    links: dict[str, str] = field(default_factory=dict)  # object sha -> fresh result link, never written
+    stopping: bool = False
+
+    def __post_init__(self) -> None:
+        self.limit = AdaptiveLimit(self.options.concurrency)
+        self.rate = RateLimiter(self.options.rate_per_second)
+        self.budget = Budget(self.options.max_credits)
+        self.client.on_rate_limit = self.limit.throttle
+        self._rng = random.Random(self.options.seed)
+        self._upload_locks: dict[str, asyncio.Lock] = {}
+
+    async def run(self, assets: list[PlannedAsset]) -> list[AssetResult]:
+        """Every asset's result, in the order given."""
+        done: dict[str, asyncio.Future] = {a.name: asyncio.get_running_loop().create_future() for a in assets}
+        tasks = [asyncio.create_task(self._guarded(a, done)) for a in assets]
+        return list(await asyncio.gather(*tasks))
+
+    async def adopt(self, spec_hash: str, record: dict[str, Any]) -> bool:
+        """Finish a task of an earlier run that is no longer planned, so its paid image is kept."""
+        try:
+            await self._poll_and_store(spec_hash, record["name"], record.get("request") or {},
+                                       record["task_id"], record.get("credits"), None, record.get("n", 1))
+            return True
+        except StarbuildError as exc:
+            log.warning("could not recover task %s of %s: %s", record.get("task_id"), record.get("name"), exc)
+            return False
+
+    async def _guarded(self, asset: PlannedAsset, done: dict[str, asyncio.Future]) -> AssetResult:
+        spec = asset.spec
+        assert spec is not None
+        base = dict(name=asset.name, model=spec.model, request=spec.request(), spec_hash=asset.spec_hash)
+        try:
+            result = await self._protocol(asset, done)
+        except Stop as exc:
+            result = AssetResult(outcome=Outcome.SKIPPED, reason=str(exc), **base)
+        except ApiError as exc:
+            result = AssetResult(outcome=Outcome.FAILED, reason=asset.reason, error=str(exc),
+                                 error_code=exc.code, **base)
+        except StarbuildError as exc:
+            result = AssetResult(outcome=Outcome.FAILED, reason=asset.reason, error=str(exc), **base)
+        except Exception as exc:  # a bug must not take the other assets down
+            log.debug("internal error on %s", asset.name, exc_info=True)
+            result = AssetResult(outcome=Outcome.FAILED, reason=asset.reason,
+                                 error=f"internal error: {type(exc).__name__}: {exc}", **base)
+        if result.outcome == Outcome.FAILED and self.options.fail_fast:
+            self.stopping = True
+        fut = done.get(asset.name)
+        if fut is not None and not fut.done():
+            fut.set_result(result)
+        self.emit(result.outcome.value, asset.name, {"error": result.error, "credits": result.credits})
+        return result
+
+    async def _protocol(self, asset: PlannedAsset, done: dict[str, asyncio.Future]) -> AssetResult:
+        spec = await self._with_parents(asset.spec, done)
+        h = spec.spec_hash(self.options.placeholder)
+        assert h is not None
+        request = spec.request()
+        common = dict(name=asset.name, model=spec.model, request=request, spec_hash=h, reason=asset.reason)
+        rec = self.journal.get(h)
+        if rec and rec.get("state") == STORED and all(self.store.has(f["sha256"]) for f in rec.get("files", [])):
+            return AssetResult(outcome=Outcome.CACHED, files=rec["files"], task_id=rec.get("task_id"),
+                               credits=0.0, **common)
+        if rec and rec.get("state") == SUBMITTED:
+            self.emit("resume", asset.name, {"task_id": rec["task_id"]})
+            try:
+                files = await self._slot(self._poll_and_store(h, asset.name, request, rec["task_id"],
+                                                              rec.get("credits"), spec.dims, spec.n))
+                return AssetResult(outcome=Outcome.RESUMED, files=files, task_id=rec["task_id"],
+                                   credits=rec.get("credits") or 0.0, **common)
+            except NotFoundError as exc:
+                if not self.options.placeholder:
+                    self.journal.forget(h)  # gone for good: the next build submits it again
+                    raise NotFoundError(f"task {rec['task_id']} of an earlier run has expired before it "
+                                        f"could be downloaded; the next build submits it again ({exc})") from None
+                self.journal.forget(h)  # placeholders cost nothing: make it again now
+        elif rec and rec.get("state") == SUBMITTING and not (self.options.placeholder or self.options.retry_unknown):
+            raise UnknownOutcomeError("an earlier run was stopped while submitting this asset, so it may have "
+                                      "been accepted and billed; rerun with --retry-unknown to submit it again")
+        return await self._submit_cycle(asset, spec, h, request, common)
+
+    async def _slot(self, coro):
+        await self.limit.acquire()
+        try:
+            return await coro
+        finally:
+            await self.limit.release()
+
+    async def _submit_cycle(self, asset: PlannedAsset, spec: GenerationSpec, h: str, request: dict,
+                            common: dict) -> AssetResult:
+        attempts = 0
+        while True:
+            task, credits = await self._submit(asset, spec, h, request)
+            try:
+                files = await self._slot_held_poll(h, asset.name, request, task, credits, spec)
+                return AssetResult(outcome=Outcome.BUILT, files=files, task_id=task.id,
+                                   credits=credits or 0.0, **common)
+            except ApiError as exc:
+                retryable = exc.code in RETRYABLE_FAILURES and getattr(exc, "task_failed", False)
+                if retryable and attempts < self.options.retry_failed and not self.stopping:
+                    attempts += 1
+                    self.emit("retry", asset.name, {"code": exc.code})
+                    continue
+                raise
+
+    async def _slot_held_poll(self, h, name, request, task: Task, credits, spec) -> list[dict]:
+        try:
+            return await self._poll_and_store(h, name, request, task.id, credits, spec.dims, spec.n,
+                                              first_wait=task.estimated_time)
+        finally:
+            await self.limit.release()
+
+    async def _submit(self, asset: PlannedAsset, spec: GenerationSpec, h: str, request: dict) -> tuple[Task, float | None]:
+        """Submit under the limits; returns with a concurrency slot held (released after the download)."""
+        deadline = time.monotonic() + self.options.task_timeout
+        delay = self.options.poll_base
+        while True:
+            if self.stopping:
+                raise Stop("not submitted: an earlier asset failed and --fail-fast is set")
+            if not self.budget.try_hold(asset.credits):
+                raise Stop(f"not submitted: it would take the credits reserved past max_credits "
+                           f"({self.budget.limit:g})")
+            await self.limit.acquire()
+            try:
+                await self.rate.wait()
+                body = spec.api_body(*await self._input_urls(spec))
+                self.journal.intend(h, asset.name, request)
+                self.emit("submit", asset.name, {})
+                task = await self.client.submit(body)
+            except RateLimitError:
+                self.journal.forget(h)  # a 429 was not accepted: nothing is in flight
+                self.budget.release(asset.credits)
+                await self.limit.release()
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(delay * self._rng.uniform(0.5, 1.0))
+                delay = min(delay * 2, self.options.poll_cap)
+                continue
+            except UnknownOutcomeError:
+                self.budget.settle(asset.credits, None)  # it may have been billed: count it
+                await self.limit.release()
+                raise
+            except BaseException:
+                rec = self.journal.get(h)
+                if rec and rec.get("state") == SUBMITTING:
+                    self.journal.forget(h)
+                self.budget.release(asset.credits)
+                await self.limit.release()
+                raise
+            self.journal.submitted(h, asset.name, request, task.id, task.credits_reserved)
+            self.budget.settle(asset.credits, task.credits_reserved)
+            self.emit("submitted", asset.name, {"task_id": task.id, "credits": task.credits_reserved})
+            await self.limit.success()
+            return task, task.credits_reserved
+
+    async def _poll_and_store(self, h: str, name: str, request: dict, task_id: str, credits: float | None,
+                              dims: tuple[int, int] | None, n: int, first_wait: float | None = None) -> list[dict]:
+        task = await self._wait_for(task_id, first_wait)
+        if task.status == "failed":
+            err = ApiError(f"task {task_id} failed: {task.error_code}: {task.error_message or 'no message'}",
+                           code=task.error_code)
+            err.task_failed = True  # type: ignore[attr-defined]
+            self.journal.forget(h)
+            raise err
+        files = []
+        urls = list(task.results or ())
+        for i, url in enumerate(urls):
+            path = name if len(urls) == 1 else f"{name}-{i + 1}"
+            files.append(await self._download(url, path, dims))
+            self.links[files[-1]["sha256"]] = url
+        self.journal.stored(h, {"name": name, "request": request, "task_id": task_id, "credits": credits,
+                                "files": files, "placeholder": self.options.placeholder})
+        return files
+
+    async def _wait_for(self, task_id: str, first_wait: float | None) -> Task:
+        start = time.monotonic()
+        wait = first_wait if first_wait is not None else 0.0
+        step = self.options.poll_base
+        while True:
+            if wait > 0:
+                await asyncio.sleep(min(wait, self.options.poll_cap))
+            task = await self.client.task(task_id)
+            if task.done:
+                return task
+            if time.monotonic() - start > self.options.task_timeout:
+                raise ApiError(f"task {task_id} did not finish within task_timeout "
+                               f"({self.options.task_timeout:g} s); it stays journaled and the next build "
+                               "picks it up again", code="timeout")
+            wait = step * self._rng.uniform(0.8, 1.2)
+            step = min(step * 2, self.options.poll_cap)
+
+    async def _download(self, url: str, path: str, dims: tuple[int, int] | None) -> dict:
+        tmp, sha, size = await self.client.download(url, self.store.temp_dir())
+        try:
+            info = await asyncio.to_thread(verify_image, tmp, dims)
+        except VerifyError:
+            tmp.unlink(missing_ok=True)
+            raise
+        self.store.add(tmp, sha)
+        return {"path": f"{path}.{info.ext}", "sha256": sha, "bytes": size, "width": info.width,
+                "height": info.height, "format": info.format}
+
+    async def _with_parents(self, spec: GenerationSpec, done: dict[str, asyncio.Future]) -> GenerationSpec:
+        """Wait for ``@asset`` parents built in this run and put their image hashes into the spec."""
+        refs = spec.inputs + ((spec.mask,) if spec.mask else ())
+        if not any(r.kind == "asset" and r.sha256 is None for r in refs):
+            return spec
+
+        async def fill(ref: InputRef) -> InputRef:
+            if ref.kind != "asset" or ref.sha256 is not None:
+                return ref
+            fut = done.get(ref.ref)
+            if fut is None:
+                raise Stop(f"input @{ref.ref} is not built; build it first")
+            parent: AssetResult = await fut
+            if not parent.outcome.ok or not parent.files:
+                raise Stop(f"not submitted: input @{ref.ref} {parent.outcome.value}")
+            return InputRef("asset", ref.ref, parent.files[0]["sha256"])
+
+        inputs = tuple([await fill(r) for r in spec.inputs])
+        mask = await fill(spec.mask) if spec.mask else None
+        return spec.with_inputs(inputs, mask)
+
+    async def _input_urls(self, spec: GenerationSpec) -> tuple[list[str] | None, str | None]:
+        if not spec.inputs:
+            return None, None
+        urls = [await self._url_of(r) for r in spec.inputs]
+        mask = await self._url_of(spec.mask) if spec.mask else None
+        return urls, mask
+
+    async def _url_of(self, ref: InputRef) -> str:
+        if ref.kind == "url":
+            return ref.ref
+        assert ref.sha256 is not None
+        if ref.kind == "asset" and ref.sha256 in self.links:
+            return self.links[ref.sha256]  # the parent's fresh result link: no upload needed
+        lock = self._upload_locks.setdefault(ref.sha256, asyncio.Lock())
+        async with lock:
+            if ref.sha256 not in self.uploads:
+                path = self.root / ref.ref if ref.kind == "file" else self.store.path(ref.sha256)
+                mime = mimetypes.guess_type(ref.ref)[0] or "image/png"
+                url, _expires = await self.client.upload(path, mime)
+                self.uploads[ref.sha256] = url
+        return self.uploads[ref.sha256]

@@ -1,0 +1,179 @@
+"""The content-addressed object store and the versioned asset directory.
+
+Objects live at ``<cache>/objects/ab/<sha256>``. A version is built in a hidden temp folder,
+fsynced, renamed to ``vNNNN`` and only then made ``current`` by an atomic symlink swap, so
+``current`` always points at a complete version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from starbuild.errors import StoreError
+from starbuild.lockfile import atomic_write, dump_json
+
+VERSION_RE = re.compile(r"^v(\d{4,})$")
+CURRENT = "current"
+MANIFEST = "manifest.json"
+
+
+class ObjectStore:
+    """Immutable files named by their sha256."""
+
+    def __init__(self, root: Path):
+        self.root = root / "objects"
+
+    def path(self, sha: str) -> Path:
+        return self.root / sha[:2] / sha
+
+    def has(self, sha: str) -> bool:
+        return self.path(sha).is_file()
+
+    def add(self, tmp: Path, sha: str) -> Path:
+        """Move a verified temp file into the store (a file already there wins)."""
+        dest = self.path(sha)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists():
+            tmp.unlink(missing_ok=True)
+        else:
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, dest)
+        return dest
+
+    def temp_dir(self) -> Path:
+        d = self.root / "tmp"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def all(self) -> Iterable[str]:
+        if not self.root.is_dir():
+            return
+        for sub in self.root.iterdir():
+            if sub.is_dir() and len(sub.name) == 2:
+                for f in sub.iterdir():
+                    yield f.name
+
+    def remove(self, sha: str) -> None:
+        self.path(sha).unlink(missing_ok=True)
+
+    def clean_temp(self, older_than: float = 0) -> int:
+        """Delete partial downloads left by killed runs."""
+        removed = 0
+        tmp = self.root / "tmp"
+        if tmp.is_dir():
+            now = time.time()
+            for f in tmp.iterdir():
+                try:
+                    if now - f.stat().st_mtime >= older_than:
+                        f.unlink()
+                        removed += 1
+                except OSError:
+                    pass
+        return removed
+
+
+@dataclass
+class FileRecord:
+    """One published file of an asset."""
+
+    path: str
+    sha256: str
+    bytes: int
+    width: int
+    height: int
+    format: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "sha256": self.sha256, "bytes": self.bytes, "width": self.width,
+                "height": self.height, "format": self.format}
+
+
+class AssetDir:
+    """``output.dir``: immutable version folders and the ``current`` symlink."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def versions(self) -> list[int]:
+        if not self.root.is_dir():
+            return []
+        return sorted(int(m.group(1)) for p in self.root.iterdir() if (m := VERSION_RE.match(p.name)) and p.is_dir())
+
+    def version_path(self, n: int) -> Path:
+        return self.root / f"v{n:04d}"
+
+    def current(self) -> int | None:
+        link = self.root / CURRENT
+        try:
+            target = os.readlink(link)
+        except OSError:
+            return None
+        m = VERSION_RE.match(Path(target).name)
+        return int(m.group(1)) if m else None
+
+    def manifest(self, n: int) -> dict[str, Any]:
+        try:
+            return json.loads((self.version_path(n) / MANIFEST).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def publish(self, number: int, files: list[tuple[str, Path]], manifest: dict[str, Any]) -> Path:
+        """Write version ``number`` from (relative path, source file) pairs, then make it current."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.clean_partial()
+        final = self.version_path(number)
+        if final.exists():
+            raise StoreError(f"{final} already exists; another run may have published it")
+        tmp = self.root / f".{final.name}.tmp-{os.getpid()}"
+        try:
+            for rel, src in files:
+                dest = tmp / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                _link_or_copy(src, dest)
+            atomic_write(tmp / MANIFEST, dump_json(manifest))
+            os.rename(tmp, final)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise StoreError(f"cannot write version {final}: {exc}") from exc
+        self.set_current(number)
+        return final
+
+    def set_current(self, number: int) -> None:
+        link = self.root / CURRENT
+        tmp = self.root / f".{CURRENT}.tmp-{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        os.symlink(f"v{number:04d}", tmp)
+        os.replace(tmp, link)
+
+    def clean_partial(self) -> None:
+        """Remove temp folders and links left by killed runs."""
+        if not self.root.is_dir():
+            return
+        for p in self.root.iterdir():
+            if p.name.startswith(".v") and ".tmp-" in p.name:
+                shutil.rmtree(p, ignore_errors=True)
+            elif p.name.startswith(f".{CURRENT}.tmp-"):
+                p.unlink(missing_ok=True)
+
+    def prune(self, keep: int) -> list[int]:
+        """Drop the oldest versions beyond ``keep`` (never the current one)."""
+        versions = self.versions()
+        current = self.current()
+        doomed = [v for v in versions[:-keep] if v != current] if len(versions) > keep else []
+        for v in doomed:
+            shutil.rmtree(self.version_path(v), ignore_errors=True)
+        return doomed
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copy2(src, dest)

@@ -1,0 +1,67 @@
+"""Shared helpers: a project in tmp_path and the CLI run in-process."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from starbuild.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def json(self):
+        return json.loads(self.stdout)
+
+
+def run(args: list[str], env: dict | None = None) -> Result:
+    """Run the CLI in-process, as a user would from a shell."""
+    runner = CliRunner()
+    res = runner.invoke(main, args, env=env, catch_exceptions=False)
+    return Result(res.exit_code, res.stdout, res.stderr)
+
+
+class Project:
+    """A starbuild project folder in tmp_path."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def write(self, rel: str, text: str) -> Path:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    def config(self, text: str) -> Path:
+        return self.write("starbuild.yaml", text)
+
+    def run(self, *args: str, env: dict | None = None) -> Result:
+        return run(["-C", str(self.root), *args], env=env)
+
+    def lock(self) -> dict:
+        return json.loads((self.root / "starbuild.lock").read_text())
+
+    def hashes(self) -> dict[str, str]:
+        res = self.run("plan", "--json")
+        assert res.exit_code == 0, res.stderr
+        return {a["name"]: a["spec_hash"] for a in res.json["assets"]}
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch) -> Project:
+    monkeypatch.setenv("STARBUILD_CACHE_DIR", str(tmp_path / ".cache"))
+    monkeypatch.delenv("STARMAGIC_API_KEY", raising=False)
+    return Project(tmp_path / "proj")
