@@ -43,6 +43,7 @@ class BuildOptions:
     poll_cap: float = 10.0
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     specs: list | None = None  # already resolved specs, to skip resolving again
+    retry: Any = None  # a RetryPolicy for the client; None for the default
 
 
 def cache_dir(project: Project, env: dict[str, str] | None = None) -> Path:
@@ -178,7 +179,7 @@ async def _run(project, options, todo, journal, store, transport, emulator, emit
         max_credits=_max_credits(project, options), task_timeout=provider.task_timeout,
         retry_failed=options.retry_failed, fail_fast=options.fail_fast, placeholder=options.offline,
         retry_unknown=options.retry_unknown, poll_base=options.poll_base, poll_cap=options.poll_cap)
-    async with StarMagicClient(base_url, key, files_url=files_url, transport=transport) as client:
+    async with StarMagicClient(base_url, key, files_url=files_url, transport=transport, retry=options.retry) as client:
         runner = Runner(client, journal, store, project.root, run_opts, emit or (lambda *a: None))
         adopted = [asyncio.create_task(runner.adopt(h, rec)) for h, rec in orphans]
         results = await runner.run(todo)

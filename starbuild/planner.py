@@ -35,6 +35,7 @@ class PlannedAsset:
     spec_hash: str | None
     credits: float
     previous: dict[str, Any] | None = None
+    forced: bool = False  # regenerate even when a stored result for the same spec exists
 
     @property
     def stale(self) -> bool:
@@ -157,11 +158,12 @@ def make_plan(project: Project, lock: Lock, *, placeholder: bool = False, force:
                 status, reason = Status.CHANGED, "files missing"
         else:
             status, reason = Status.CHANGED, change_reason(spec, prev, placeholder)
-        if any(fnmatch.fnmatchcase(spec.name, pat) for pat in force) and status == Status.UNCHANGED:
+        forced = any(fnmatch.fnmatchcase(spec.name, pat) for pat in force)
+        if forced and status == Status.UNCHANGED:
             status, reason = Status.CHANGED, "forced"
         credits = observed.get(_price_key(spec.request())) or estimate_credits(spec.api_body(
             ["x"] * len(spec.inputs) or None))
-        asset = PlannedAsset(spec.name, status, reason, spec, h, credits, prev)
+        asset = PlannedAsset(spec.name, status, reason, spec, h, credits, prev, forced=forced)
         assets.append(asset)
         by_name[spec.name] = asset
     for name, prev in sorted(lock.assets.items()):

@@ -124,6 +124,16 @@ class Budget:
         self.pending -= estimate
 
 
+def named_files(name: str, files: list[dict]) -> list[dict]:
+    """File records with paths for this asset name: NAME.ext, or NAME-1.ext ... NAME-n.ext."""
+    out = []
+    for i, f in enumerate(files):
+        ext = f["path"].rsplit(".", 1)[-1]
+        stem = name if len(files) == 1 else f"{name}-{i + 1}"
+        out.append({**f, "path": f"{stem}.{ext}"})
+    return out
+
+
 class Stop(Exception):
     """This asset was not attempted (budget, fail-fast, a failed parent)."""
 
@@ -201,8 +211,9 @@ class Runner:
         request = spec.request()
         common = dict(name=asset.name, model=spec.model, request=request, spec_hash=h, reason=asset.reason)
         rec = self.journal.get(h)
-        if rec and rec.get("state") == STORED and all(self.store.has(f["sha256"]) for f in rec.get("files", [])):
-            return AssetResult(outcome=Outcome.CACHED, files=rec["files"], task_id=rec.get("task_id"),
+        if rec and rec.get("state") == STORED and not asset.forced and all(self.store.has(f["sha256"]) for f in rec.get("files", [])):
+            return AssetResult(outcome=Outcome.CACHED, files=named_files(asset.name, rec["files"]),
+                               task_id=rec.get("task_id"),
                                credits=0.0, **common)
         if rec and rec.get("state") == SUBMITTED:
             self.emit("resume", asset.name, {"task_id": rec["task_id"]})
@@ -260,12 +271,15 @@ class Runner:
         while True:
             if self.stopping:
                 raise Stop("not submitted: an earlier asset failed and --fail-fast is set")
-            if not self.budget.try_hold(asset.credits):
+            await self.limit.acquire()
+            await self.rate.wait()
+            if self.stopping or not self.budget.try_hold(asset.credits):
+                await self.limit.release()
+                if self.stopping:
+                    raise Stop("not submitted: an earlier asset failed and --fail-fast is set")
                 raise Stop(f"not submitted: it would take the credits reserved past max_credits "
                            f"({self.budget.limit:g})")
-            await self.limit.acquire()
             try:
-                await self.rate.wait()
                 body = spec.api_body(*await self._input_urls(spec))
                 self.journal.intend(h, asset.name, request)
                 self.emit("submit", asset.name, {})
@@ -306,11 +320,10 @@ class Runner:
             self.journal.forget(h)
             raise err
         files = []
-        urls = list(task.results or ())
-        for i, url in enumerate(urls):
-            path = name if len(urls) == 1 else f"{name}-{i + 1}"
-            files.append(await self._download(url, path, dims))
+        for url in task.results or ():
+            files.append(await self._download(url, dims))
             self.links[files[-1]["sha256"]] = url
+        files = named_files(name, files)
         self.journal.stored(h, {"name": name, "request": request, "task_id": task_id, "credits": credits,
                                 "files": files, "placeholder": self.options.placeholder})
         return files
@@ -332,7 +345,7 @@ class Runner:
             wait = step * self._rng.uniform(0.8, 1.2)
             step = min(step * 2, self.options.poll_cap)
 
-    async def _download(self, url: str, path: str, dims: tuple[int, int] | None) -> dict:
+    async def _download(self, url: str, dims: tuple[int, int] | None) -> dict:
         tmp, sha, size = await self.client.download(url, self.store.temp_dir())
         try:
             info = await asyncio.to_thread(verify_image, tmp, dims)
@@ -340,7 +353,7 @@ class Runner:
             tmp.unlink(missing_ok=True)
             raise
         self.store.add(tmp, sha)
-        return {"path": f"{path}.{info.ext}", "sha256": sha, "bytes": size, "width": info.width,
+        return {"path": f".{info.ext}", "sha256": sha, "bytes": size, "width": info.width,
                 "height": info.height, "format": info.format}
 
     async def _with_parents(self, spec: GenerationSpec, done: dict[str, asyncio.Future]) -> GenerationSpec:

@@ -65,3 +65,44 @@ def project(tmp_path: Path, monkeypatch) -> Project:
     monkeypatch.setenv("STARBUILD_CACHE_DIR", str(tmp_path / ".cache"))
     monkeypatch.delenv("STARMAGIC_API_KEY", raising=False)
     return Project(tmp_path / "proj")
+
+
+KEY = "sk-test-canary-5f1d2c9e7b"
+
+
+def api_build(proj: Project, emulator, *, key: str | None = KEY, transport=None, **opts):
+    """Build a project against an emulator in-process, as an online build (key required)."""
+    import os
+
+    import httpx
+
+    from starbuild.api.client import RetryPolicy
+    from starbuild.build import BuildOptions, build
+    from starbuild.resolve import load_and_resolve
+
+    project, specs = load_and_resolve(proj.root / "starbuild.yaml")
+    env = dict(os.environ)
+    if key is not None:
+        env["STARMAGIC_API_KEY"] = key
+    opts.setdefault("poll_base", 0.01)
+    opts.setdefault("poll_cap", 0.05)
+    opts.setdefault("retry", RetryPolicy(attempts=8, base=0.01, cap=0.05, max_advised=0.05))
+    options = BuildOptions(env=env, specs=specs, **opts)
+    return build(project, options, transport=transport or httpx.ASGITransport(app=emulator))
+
+
+def matrix_config(count: int, prompt: str = "icon {{ i }}", extra: str = "", concurrency: int = 8) -> str:
+    return (f"version: 1\nprovider:\n  concurrency: {concurrency}\n{extra}images:\n  'icons/i{{{{ i }}}}':\n"
+            f"    matrix:\n      i: {list(range(count))}\n    prompt: \"{prompt}\"\n    size: '1:1'\n"
+            f"    quality: low\n")
+
+
+@pytest.fixture
+def emulator():
+    from starbuild.emulator import Emulator, EmulatorConfig
+
+    return Emulator(EmulatorConfig(render="plain"))
+
+
+def ledger_prompts(emulator) -> list[str]:
+    return [e.request["prompt"] for e in emulator.ledger]
