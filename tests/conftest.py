@@ -70,8 +70,12 @@ def project(tmp_path: Path, monkeypatch) -> Project:
 KEY = "sk-test-canary-5f1d2c9e7b"
 
 
-def api_build(proj: Project, emulator, *, key: str | None = KEY, transport=None, **opts):
-    """Build a project against an emulator in-process, as an online build (key required)."""
+def api_build(proj: Project, emulator, *, key: str | None = KEY, transport=None, base_url: str | None = None,
+              **opts):
+    """Build a project against an emulator, as an online build (key required).
+
+    In-process through ASGITransport by default; over real HTTP when base_url is given.
+    """
     import os
 
     import httpx
@@ -84,11 +88,15 @@ def api_build(proj: Project, emulator, *, key: str | None = KEY, transport=None,
     env = dict(os.environ)
     if key is not None:
         env["STARMAGIC_API_KEY"] = key
+    if base_url is not None:
+        env["STARMAGIC_BASE_URL"] = env["STARMAGIC_FILES_URL"] = base_url
     opts.setdefault("poll_base", 0.01)
     opts.setdefault("poll_cap", 0.05)
     opts.setdefault("retry", RetryPolicy(attempts=8, base=0.01, cap=0.05, max_advised=0.05))
     options = BuildOptions(env=env, specs=specs, **opts)
-    return build(project, options, transport=transport or httpx.ASGITransport(app=emulator))
+    if base_url is None and transport is None:
+        transport = httpx.ASGITransport(app=emulator)
+    return build(project, options, transport=transport)
 
 
 def matrix_config(count: int, prompt: str = "icon {{ i }}", extra: str = "", concurrency: int = 8) -> str:
