@@ -13,7 +13,6 @@ from pathlib import Path
 import click
 
 from starbuild import __version__
-from starbuild.errors import ExitCode, StarbuildError
 
 
 class Context:
@@ -40,7 +39,7 @@ class Context:
         return project
 
 
-def fail(exc: StarbuildError) -> None:
+def fail(exc) -> None:
     """Print a located error (every issue for a config error) and exit with its code."""
     for line in str(exc).splitlines() or [type(exc).__name__]:
         click.echo(f"error: {line}", err=True)
@@ -53,6 +52,8 @@ def run_safely(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from starbuild.errors import StarbuildError
+
         try:
             return fn(*args, **kwargs)
         except StarbuildError as exc:
@@ -64,7 +65,38 @@ def run_safely(fn):
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose rarely used commands are imported only when run (keeps --help fast)."""
+
+    lazy = {"emulator": ("starbuild.emulator.command", "emulator_command",
+                         "Serve the StarMagic emulator over HTTP.")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            from importlib import import_module
+
+            module, attr, _ = self.lazy[name]
+            return getattr(import_module(module), attr)
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in self.lazy:
+                rows.append((name, self.lazy[name][2]))
+            else:
+                cmd = super().get_command(ctx, name)
+                if cmd is not None and not cmd.hidden:
+                    rows.append((name, cmd.get_short_help_str(formatter.width - 6 - max(len(n) for n in self.list_commands(ctx)))))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-C", "directory", metavar="DIR", help="Run as if started in DIR.")
 @click.option("-f", "file", metavar="FILE", help="Use FILE as the config (default: starbuild.yaml).")
 @click.option("-v", "--verbose", count=True, help="More detail, including each HTTP request (never its key).")
@@ -262,15 +294,3 @@ def schema() -> None:
     from starbuild.schema import schema_text
 
     click.echo(schema_text(), nl=False)
-
-
-def _register_late_commands() -> None:
-    from starbuild.emulator.command import emulator_command
-
-    main.add_command(emulator_command, "emulator")
-
-
-try:  # the emulator command is optional while its module is being built
-    _register_late_commands()
-except ImportError:  # pragma: no cover
-    pass

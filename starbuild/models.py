@@ -151,19 +151,31 @@ def check_size(model: str, size: str, resolution: str | None) -> dict[str, str]:
     return errors
 
 
+def check_prompt(model: str, prompt: object) -> str | None:
+    """The problem with a prompt for a model, or None."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        return "the prompt is empty"
+    if len(prompt) > RULES[model].max_prompt_chars:
+        limit = "2000 tokens (about 8000 characters)" if model == GPT_IMAGE_15 else "32,000 characters"
+        return f"the prompt is {len(prompt):,} characters; {model} takes at most {limit}"
+    return None
+
+
 def check_request(req: dict) -> dict[str, str]:
     """Every rule violation of a request body (API field names), as messages keyed by field."""
-    errors: dict[str, str] = {}
     model = req.get("model")
     if model not in RULES:
         return {"model": f"{model!r} is not a model; use one of {', '.join(MODEL_NAMES)}"}
+    problem = check_prompt(model, req.get("prompt"))
+    errors = check_options(req)
+    return {"prompt": problem, **errors} if problem else errors
+
+
+def check_options(req: dict) -> dict[str, str]:
+    """Rule violations of every field but the prompt (callers may memoize on those fields)."""
+    errors: dict[str, str] = {}
+    model = req["model"]
     rules = RULES[model]
-    prompt = req.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        errors["prompt"] = "the prompt is empty"
-    elif len(prompt) > rules.max_prompt_chars:
-        limit = "2000 tokens (about 8000 characters)" if model == GPT_IMAGE_15 else "32,000 characters"
-        errors["prompt"] = f"the prompt is {len(prompt):,} characters; {model} takes at most {limit}"
     size = req.get("size", rules.default_size)
     if not isinstance(size, str):
         errors["size"] = f"{size!r} is not a size; write it as a string such as \"1:1\""

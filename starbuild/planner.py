@@ -161,8 +161,11 @@ def make_plan(project: Project, lock: Lock, *, placeholder: bool = False, force:
         forced = any(fnmatch.fnmatchcase(spec.name, pat) for pat in force)
         if forced and status == Status.UNCHANGED:
             status, reason = Status.CHANGED, "forced"
-        credits = observed.get(_price_key(spec.request())) or estimate_credits(spec.api_body(
-            ["x"] * len(spec.inputs) or None))
+        request = spec.request()
+        price_key = _price_key(request)
+        credits = observed.get(price_key)
+        if credits is None:
+            credits = observed[price_key] = estimate_credits(spec.api_body(["x"] * len(spec.inputs) or None))
         asset = PlannedAsset(spec.name, status, reason, spec, h, credits, prev, forced=forced)
         assets.append(asset)
         by_name[spec.name] = asset

@@ -13,7 +13,7 @@ from typing import Any
 from starbuild.config import Image, Project
 from starbuild.errors import ConfigError, Issue
 from starbuild.matrix import Cell, expand
-from starbuild.models import GPT_IMAGE_2, check_request
+from starbuild.models import GPT_IMAGE_2, check_options, check_prompt
 from starbuild.spec import GenerationSpec, InputRef, sha256_hex
 from starbuild.templating import TemplateProblem, Templates
 
@@ -77,6 +77,7 @@ class Resolver:
         self.root = project.root
         self.templates = Templates(project.root)
         self._file_hashes: dict[str, tuple[str, str]] = {}
+        self._option_checks: dict[tuple, dict[str, str]] = {}
 
     def resolve(self) -> list[GenerationSpec]:
         cfg = self.project.config
@@ -186,8 +187,7 @@ class Resolver:
             name=name, model=model, prompt=prompt, size=size, resolution=resolution,
             quality=fields.get("quality"), n=fields.get("n"), background=fields.get("background"),
             take=fields.get("take"), inputs=tuple(inputs), mask=mask, template=key)
-        body = spec.api_body(["x"] * len(inputs) or None, "x" if mask else None)
-        problems = check_request(body)
+        problems = self._check(spec, name)
         for api_field, message in problems.items():
             fld = _API_TO_FIELD.get(api_field, api_field)
             if fld == "prompt" and "prompt_file" in fields:
@@ -196,6 +196,17 @@ class Resolver:
         if problems:
             return None
         return spec
+
+    def _check(self, spec: GenerationSpec, name: str) -> dict[str, str]:
+        """Model rules for a spec; the rules on everything but the prompt are memoized."""
+        key = (spec.model, spec.size, spec.resolution, spec.quality, spec.n, spec.background, len(spec.inputs),
+               spec.mask is not None)
+        problems = self._option_checks.get(key)
+        if problems is None:
+            body = spec.api_body(["x"] * len(spec.inputs) or None, "x" if spec.mask else None)
+            problems = self._option_checks[key] = check_options(body)
+        prompt = check_prompt(spec.model, spec.prompt)
+        return {"prompt": prompt, **problems} if prompt else problems
 
     def _ref(self, col: _Collector, fld: str, source: str, ctx: dict[str, Any]) -> InputRef | None:
         text = self._render(col, fld, source, ctx)

@@ -18,9 +18,12 @@ from starbuild.models import GPT2_RATIOS, GPT_IMAGE_2, RULES, dimensions
 HASH_FORMAT = 1
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(data: Any) -> bytes:
     """Sorted-key compact JSON, the bytes every hash is taken over."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _CANONICAL.encode(data).encode()
 
 
 def sha256_hex(data: bytes) -> str:
