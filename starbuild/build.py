@@ -44,6 +44,7 @@ class BuildOptions:
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     specs: list | None = None  # already resolved specs, to skip resolving again
     retry: Any = None  # a RetryPolicy for the client; None for the default
+    uploads: Any = None  # an UploadCache to share across builds (watch); None for a new one
 
 
 def cache_dir(project: Project, env: dict[str, str] | None = None) -> Path:
@@ -181,6 +182,8 @@ async def _run(project, options, todo, journal, store, transport, emulator, emit
         retry_unknown=options.retry_unknown, poll_base=options.poll_base, poll_cap=options.poll_cap)
     async with StarMagicClient(base_url, key, files_url=files_url, transport=transport, retry=options.retry) as client:
         runner = Runner(client, journal, store, project.root, run_opts, emit or (lambda *a: None))
+        if options.uploads is not None:
+            runner.uploads = options.uploads
         adopted = [asyncio.create_task(runner.adopt(h, rec)) for h, rec in orphans]
         results = await runner.run(todo)
         kept = sum(await asyncio.gather(*adopted))

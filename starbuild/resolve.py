@@ -104,9 +104,43 @@ class Resolver:
                     col.add("inputs" if ref in spec.inputs else "mask",
                             f"@{ref.ref} is not an asset of this file (asset {spec.name!r})")
                     issues.extend(col.issues)
+        by_name = {s.name: s for s in specs}
+        for spec in specs:
+            if spec.mask is not None and spec.mask.kind == "file":
+                problem = self._mask_problem(spec, by_name)
+                if problem:
+                    col = _Collector(self.project, spec.template, cfg.images[spec.template])
+                    col.add("mask", f"{problem} (asset {spec.name!r})")
+                    issues.extend(col.issues)
         if issues:
             raise ConfigError(sorted(issues, key=lambda i: (i.line or 0, i.column or 0)))
         return specs
+
+    def _mask_problem(self, spec: GenerationSpec, by_name: dict[str, GenerationSpec]) -> str | None:
+        """A mask must be a PNG with alpha and the pixel size of the first input, when that is known."""
+        from PIL import Image
+
+        try:
+            with Image.open(self.root / spec.mask.ref) as img:
+                size, mode, info = img.size, img.mode, img.info
+        except Exception as exc:
+            return f"mask {spec.mask.ref!r} does not open as an image: {exc}"
+        if not (mode in ("RGBA", "LA", "PA") or "transparency" in info):
+            return f"mask {spec.mask.ref!r} has no alpha channel; transparent pixels mark what to regenerate"
+        first = spec.inputs[0]
+        expected = None
+        if first.kind == "file":
+            try:
+                with Image.open(self.root / first.ref) as img:
+                    expected = img.size
+            except Exception:
+                return None
+        elif first.kind == "asset" and first.ref in by_name:
+            expected = by_name[first.ref].dims
+        if expected is not None and tuple(size) != tuple(expected):
+            return (f"mask {spec.mask.ref!r} is {size[0]}x{size[1]} but the first input "
+                    f"{first.label()} is {expected[0]}x{expected[1]}; they must be the same size")
+        return None
 
     def _image(self, key: str, image: Image, col: _Collector):
         cfg = self.project.config
@@ -240,7 +274,7 @@ class Resolver:
         kind = image_format(data[:16])
         allowed = ("png",) if fld == "mask" else ("png", "jpeg", "webp")
         if kind not in allowed:
-            col.add(fld, f"{rel!r} is not a {' or '.join(a.upper() for a in allowed)} image")
+            col.add(fld, f"{rel!r} is not a {'PNG' if fld == 'mask' else 'PNG, JPEG or WebP'} image")
             return None
         digest = sha256_hex(data)
         self._file_hashes[rel] = (digest, kind)

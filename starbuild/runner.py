@@ -124,6 +124,32 @@ class Budget:
         self.pending -= estimate
 
 
+class UploadCache:
+    """Uploaded reference images by content hash, reused until shortly before they expire.
+
+    Held in memory only (a watch session keeps one for its lifetime): upload links expire, and no
+    expiring URL is ever written to disk.
+    """
+
+    MARGIN = 3600.0  # upload again when less than an hour of the link's life is left
+    DEFAULT_LIFE = 72 * 3600.0
+
+    def __init__(self, clock: Callable[[], float] = time.time):
+        self._clock = clock
+        self._links: dict[str, tuple[str, float]] = {}
+        self.uploads = 0
+
+    def get(self, sha: str) -> str | None:
+        hit = self._links.get(sha)
+        if hit and hit[1] - self._clock() > self.MARGIN:
+            return hit[0]
+        return None
+
+    def put(self, sha: str, url: str, expires_at: float | None) -> None:
+        self.uploads += 1
+        self._links[sha] = (url, expires_at or self._clock() + self.DEFAULT_LIFE)
+
+
 def named_files(name: str, files: list[dict]) -> list[dict]:
     """File records with paths for this asset name: NAME.ext, or NAME-1.ext ... NAME-n.ext."""
     out = []
@@ -151,7 +177,7 @@ class Runner:
     limit: AdaptiveLimit = field(init=False)
     rate: RateLimiter = field(init=False)
     budget: Budget = field(init=False)
-    uploads: dict[str, str] = field(default_factory=dict)  # content sha -> file URL, this process only
+    uploads: "UploadCache" = field(default_factory=lambda: UploadCache())
     links: dict[str, str] = field(default_factory=dict)  # object sha -> fresh result link, never written
     stopping: bool = False
 
@@ -392,9 +418,10 @@ class Runner:
             return self.links[ref.sha256]  # the parent's fresh result link: no upload needed
         lock = self._upload_locks.setdefault(ref.sha256, asyncio.Lock())
         async with lock:
-            if ref.sha256 not in self.uploads:
+            url = self.uploads.get(ref.sha256)
+            if url is None:
                 path = self.root / ref.ref if ref.kind == "file" else self.store.path(ref.sha256)
-                mime = mimetypes.guess_type(ref.ref)[0] or "image/png"
-                url, _expires = await self.client.upload(path, mime)
-                self.uploads[ref.sha256] = url
-        return self.uploads[ref.sha256]
+                mime = mimetypes.guess_type(str(path))[0] or "image/png"
+                url, expires = await self.client.upload(path, mime)
+                self.uploads.put(ref.sha256, url, expires)
+        return url
