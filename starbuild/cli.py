@@ -289,6 +289,57 @@ def gc(ctx: Context) -> None:
 
 
 @main.command()
+@click.option("--offline", is_flag=True, help="Use the built-in emulator: placeholder images, no key needed.")
+@click.option("--serve", "serve_port", is_flag=False, flag_value=8700, type=int, default=None, metavar="[PORT]",
+              help="Also serve the preview gallery on 127.0.0.1 (default port 8700).")
+@click.option("--yes", is_flag=True, help="Do not ask before a large paid rebuild (watch.confirm_over).")
+@click.option("--concurrency", type=click.IntRange(1, 256), help="Tasks in flight at most.")
+@click.option("--max-credits", type=float, help="Refuse a rebuild whose estimate is higher.")
+@pass_ctx
+@run_safely
+def watch(ctx: Context, offline: bool, serve_port: int | None, yes: bool, concurrency, max_credits) -> None:
+    """Build, then rebuild on every change to the config, templates, data and input files."""
+    from starbuild.build import BuildOptions
+    from starbuild.gallery import GalleryState, serve_gallery
+    from starbuild.watch import Watcher, terminal_confirm
+
+    _setup_logging(ctx)
+    state = GalleryState()
+    if serve_port is not None:
+        server = serve_gallery(state, serve_port, in_thread=True)
+        click.echo(f"gallery: http://127.0.0.1:{serve_port}/", err=True)
+    options = BuildOptions(offline=offline, concurrency=concurrency, max_credits=max_credits)
+    watcher = Watcher(ctx.config_path, options, yes=yes, say=lambda line: click.echo(line, err=True),
+                      confirm=terminal_confirm, state=state, emit=None if ctx.quiet else _plain_progress())
+    try:
+        watcher.run()
+    except KeyboardInterrupt:
+        click.echo("stopped; anything still in flight resumes on the next build", err=True)
+    finally:
+        if serve_port is not None:
+            server.should_exit = True
+
+
+def _plain_progress():
+    from starbuild.progress import PlainProgress
+
+    return PlainProgress()
+
+
+@main.command()
+@click.option("--port", type=int, default=8700, show_default=True, help="Port on 127.0.0.1.")
+@pass_ctx
+@run_safely
+def serve(ctx: Context, port: int) -> None:
+    """Serve the preview gallery of the current assets (no watching)."""
+    from starbuild.gallery import GalleryState, serve_gallery
+
+    state = GalleryState(ctx.load())
+    click.echo(f"gallery: http://127.0.0.1:{port}/ (Ctrl-C to stop)", err=True)
+    serve_gallery(state, port)
+
+
+@main.command()
 def schema() -> None:
     """Print the JSON Schema of starbuild.yaml."""
     from starbuild.schema import schema_text
