@@ -157,8 +157,11 @@ async def _run(project, options, todo, journal, store, transport, emulator, emit
     from starbuild.api.client import StarMagicClient
 
     provider = project.config.provider
-    orphans = [(h, rec) for h, rec in journal.items() if rec.get("state") == "submitted"
-               and h not in {a.spec_hash for a in todo}]
+    # Paid tasks of earlier runs that are no longer planned are still fetched (never with --frozen,
+    # which makes no request at all).
+    planned = {a.spec_hash for a in todo}
+    orphans = [] if options.frozen else [
+        (h, rec) for h, rec in journal.items() if rec.get("state") == "submitted" and h not in planned]
     if not todo and not orphans:
         return BuildReport(results=[])
     if options.offline:

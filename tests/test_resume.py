@@ -98,3 +98,24 @@ def test_resume_orphaned_task_of_an_edited_asset_is_kept(project, tmp_path):
         project.config(matrix_config(1, prompt="first idea"))
         report = api_build(project, em, base_url=url)
     assert report.count(Outcome.CACHED) == 1 and len(em.ledger) == 2
+
+
+def test_resume_frozen_never_adopts_orphans(project, tmp_path):
+    em = Emulator(EmulatorConfig(render="plain", latency=1.5))
+    log = tmp_path / "log"
+    with serve_in_thread(em) as url:
+        project.config(matrix_config(1, prompt="kept"))
+        assert api_build(project, em, base_url=url).exit_code == 0
+        project.config(matrix_config(1, prompt="abandoned"))
+        with log.open("w") as fh:
+            proc = _cli(project, url, "build", stdout=fh, stderr=subprocess.STDOUT)
+            _wait_for(lambda: "submitted " in log.read_text())
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        project.config(matrix_config(1, prompt="kept"))  # up to date, with an orphaned task journaled
+        before = sum(em.counters.values())
+        report = api_build(project, em, base_url=url, frozen=True)
+        assert report.exit_code == 0 and report.adopted == 0
+        assert sum(em.counters.values()) == before  # --frozen makes no request at all
+        report = api_build(project, em, base_url=url)
+        assert report.adopted == 1
