@@ -1,0 +1,112 @@
+"""Configuration of the emulator: behaviour, injected faults and the clock.
+
+Kept free of heavy imports so that the CLI can build its ``emulator`` options from these
+dataclasses without loading the web stack.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, fields
+
+# Every task failure code STARMAGIC_API.md documents, in its order.
+FAILURE_CODES = (
+    "content_policy_violation", "invalid_parameters", "image_processing_error",
+    "image_dimension_mismatch", "request_cancelled", "resource_not_found",
+    "generation_failed_no_content", "service_error", "generation_timeout",
+    "resource_exhausted", "quota_exceeded", "service_unavailable", "unknown_error",
+)
+
+DEFAULT_PUBLIC_URL = "http://starmagic.emulator"
+
+
+@dataclass
+class Faults:
+    """Rates (0..1) of the failures and documented variants the emulator injects.
+
+    Each rate is drawn per eligible request or task from its own ``random.Random`` stream
+    derived from the seed, so turning one fault on does not reshuffle the others.
+    Request faults (429, 5xx, reset, slow) apply to the API calls a client retries: submit and
+    task query. Task faults (failed, cancelled, results variants, extra fields) are drawn once
+    per accepted task. ``rate_legacy_envelope`` is drawn per error answer.
+    """
+
+    rate_429: float = 0.0
+    rate_429_retry_after: float = 0.0
+    rate_500: float = 0.0
+    rate_502: float = 0.0
+    rate_503: float = 0.0
+    rate_reset: float = 0.0
+    rate_slow: float = 0.0
+    slow_seconds: float = 2.0
+    rate_task_failed: float = 0.0
+    failure_codes: tuple[str, ...] = FAILURE_CODES
+    rate_cancelled: float = 0.0
+    rate_results_null: float = 0.0
+    results_null_seconds: float = 1.0
+    rate_results_objects: float = 0.0
+    rate_legacy_envelope: float = 0.0
+    rate_extra_fields: float = 0.0
+    max_unfinished: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in rate_fields():
+            rate = getattr(self, name)
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"Faults.{name} must be between 0 and 1, not {rate!r}")
+        # Undocumented codes are allowed on purpose: a client must survive codes it does not know.
+        self.failure_codes = tuple(self.failure_codes)
+        if not self.failure_codes or not all(isinstance(c, str) and c for c in self.failure_codes):
+            raise ValueError("Faults.failure_codes must be one or more non-empty strings")
+
+
+def rate_fields() -> list[str]:
+    """Names of the Faults fields that are rates, in declaration order."""
+    return [f.name for f in fields(Faults) if f.name.startswith("rate_")]
+
+
+@dataclass
+class EmulatorConfig:
+    """How the emulated API behaves; see STARMAGIC_API.md for the documented defaults."""
+
+    latency: float = 0.0
+    ttl: float = 86400.0
+    task_ttl: float = 3 * 86400.0
+    file_ttl: float = 72 * 3600.0
+    seed: int = 0
+    api_key: str | None = None
+    credit_balance: float | None = None
+    denied_models: frozenset[str] = frozenset()
+    render: str = "full"
+    public_url: str = DEFAULT_PUBLIC_URL
+    allow_loopback_callbacks: bool = False
+    faults: Faults = field(default_factory=Faults)
+    # Documented schedule: one attempt, then retries 1, 2 and 4 s after each failure.
+    callback_retry_delays: tuple[float, ...] = (1.0, 2.0, 4.0)
+    callback_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.render not in ("full", "plain"):
+            raise ValueError(f"EmulatorConfig.render must be 'full' or 'plain', not {self.render!r}")
+        self.denied_models = frozenset(self.denied_models)
+
+
+class ManualClock:
+    """A clock that only moves when told to, so tests can pass hours without sleeping."""
+
+    def __init__(self, start: float = 1_757_156_493.0):
+        self._now = float(start)
+
+    def __call__(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> float:
+        """Move time forward by ``seconds`` and return the new time."""
+        if seconds < 0:
+            raise ValueError("a clock does not go backwards")
+        self._now += seconds
+        return self._now
+
+
+def default_clock() -> float:
+    return time.time()
