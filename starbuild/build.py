@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from starbuild.config import Project
-from starbuild.errors import BudgetError, FrozenError, MissingKeyError, StoreError
+from starbuild.errors import BudgetError, ConfigError, FrozenError, MissingKeyError
 from starbuild.lockfile import LOCK_NAME, Lock, read_lock, write_lock
 from starbuild.outcome import AssetResult, BuildReport, Outcome
 from starbuild.planner import Plan, PlannedAsset, Status, make_plan
@@ -55,14 +55,13 @@ def cache_dir(project: Project, env: dict[str, str] | None = None) -> Path:
 
 
 def asset_dir(project: Project) -> AssetDir:
-    """The versioned asset directory; refused when it escapes the project."""
-    raw = project.root / project.config.output.dir
-    out = raw.resolve()
-    if not out.is_relative_to(project.root) or out == project.root:
-        raise StoreError(f"output.dir {project.config.output.dir!r} must be a folder inside the project")
-    if raw.is_symlink():
-        raise StoreError(f"output.dir {project.config.output.dir!r} is a symlink; use a real folder")
-    return AssetDir(out)
+    """The versioned asset directory; refused (exit 2) when it leaves the project or goes through a symlink."""
+    from starbuild.resolve import output_dir_problem
+
+    problem = output_dir_problem(project)
+    if problem:
+        raise ConfigError(project.issue(("output", "dir"), problem))
+    return AssetDir(project.root / project.config.output.dir)
 
 
 def plan_project(project: Project, *, placeholder: bool = False, force=(), select=(), env=None,

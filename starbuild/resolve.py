@@ -26,6 +26,21 @@ _FIELDS = ("prompt", "prompt_file", "model", "size", "resolution", "quality", "n
            "inputs", "mask", "take")
 
 
+def output_dir_problem(project: Project) -> str | None:
+    """Why output.dir is unsafe, or None: it must be a real folder inside the project."""
+    raw = project.config.output.dir
+    rel = Path(raw)
+    if rel.is_absolute() or ".." in rel.parts or rel.parts in ((), (".",)):
+        return f"{raw!r} must be a folder inside the project, given relative to it (no '..', not absolute)"
+    path = project.root
+    for part in rel.parts:
+        path = path / part
+        if path.is_symlink():
+            return (f"{raw!r} goes through the symlink {part!r}; versions must be written to a real folder "
+                    "inside the project")
+    return None
+
+
 def image_format(head: bytes) -> str | None:
     """The image format of a file's first bytes: png, jpeg, webp, gif, or None."""
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -95,6 +110,9 @@ class Resolver:
                 origin[spec.name] = (key, cell)
                 specs.append(spec)
             issues.extend(col.issues)
+        problem = output_dir_problem(self.project)
+        if problem:
+            issues.append(self.project.issue(("output", "dir"), problem))
         names = set(origin)
         for spec in specs:
             for ref in spec.inputs + ((spec.mask,) if spec.mask else ()):

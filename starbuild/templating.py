@@ -14,6 +14,24 @@ from jinja2.runtime import new_context
 from jinja2.sandbox import SandboxedEnvironment
 
 
+class OutsideProject(jinja2.TemplateNotFound):
+    """A template whose real path (symlinks followed) is outside the project folder."""
+
+
+class _ProjectLoader(jinja2.FileSystemLoader):
+    """Loads templates from the project folder only, refusing symlinks that lead out of it."""
+
+    def __init__(self, root: Path):
+        super().__init__(str(root))
+        self.root = root.resolve()
+
+    def get_source(self, environment, template):
+        source, filename, uptodate = super().get_source(environment, template)
+        if not Path(filename).resolve().is_relative_to(self.root):
+            raise OutsideProject(template)
+        return source, filename, uptodate
+
+
 class TemplateProblem(Exception):
     """A template failed to compile or render; ``line`` is the template's own line when known."""
 
@@ -40,7 +58,7 @@ class Templates:
 
     def __init__(self, root: Path):
         self.env = SandboxedEnvironment(
-            loader=jinja2.FileSystemLoader(str(root)),
+            loader=_ProjectLoader(root),
             undefined=jinja2.StrictUndefined,
             autoescape=False,
             keep_trailing_newline=False,
@@ -62,6 +80,9 @@ class Templates:
             return self.env.get_template(rel)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateProblem(f"template syntax error: {exc.message}", exc.lineno, exc.filename) from None
+        except OutsideProject as exc:
+            raise TemplateProblem(f"template file {exc.name!r} is outside the project folder (through a "
+                                  "symlink); templates must be inside it") from None
         except jinja2.TemplateNotFound as exc:
             raise TemplateProblem(f"template file {exc.name!r} not found in the project folder") from None
         except (OSError, UnicodeDecodeError) as exc:
@@ -92,6 +113,8 @@ class Templates:
             raise TemplateProblem(f"unsafe template operation refused: {exc}") from None
         except jinja2.TemplateSyntaxError as exc:  # an included file with a syntax error
             raise TemplateProblem(f"template syntax error in {exc.filename}: {exc.message}", exc.lineno) from None
+        except OutsideProject as exc:
+            raise TemplateProblem(f"included template {exc.name!r} is outside the project folder") from None
         except jinja2.TemplateNotFound as exc:
             raise TemplateProblem(f"template file {exc.name!r} not found in the project folder") from None
         except Exception as exc:  # a filter or expression failing on the user's data
