@@ -95,9 +95,11 @@ class LiveProgress:
 
 
 def render_summary(report: BuildReport, out: TextIO | None = None) -> None:
-    """The end-of-build summary: failures with reasons, then one line of counts."""
+    """The end-of-build summary: a table on a terminal; failures with reasons and one line of counts."""
     out = out or sys.stdout
     s = report.summary()
+    if out.isatty():
+        _summary_table(report, out)
     for r in report.results:
         if r.outcome.value == "failed":
             out.write(f"failed: {r.name}: {r.error}\n")
@@ -108,3 +110,20 @@ def render_summary(report: BuildReport, out: TextIO | None = None) -> None:
     out.write(f"{s['built']} built, {s['resumed']} resumed, {s['cached']} cached, {s['failed']} failed, "
               f"{s['skipped']} skipped, {s['removed']} removed; {s['credits']:g} credits reserved"
               f"{version}{adopted}\n")
+
+
+def _summary_table(report: BuildReport, out: TextIO) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="build summary", show_edge=False)
+    for col in ("asset", "result", "credits", "detail"):
+        table.add_column(col, justify="right" if col == "credits" else "left")
+    shown = [r for r in report.results if r.outcome.value not in ("cached",)]
+    for r in shown[:50]:
+        detail = r.error or (r.reason if r.outcome.value != "built" else "")
+        table.add_row(r.name, r.outcome.value, f"{r.credits:g}" if r.credits else "", detail or "")
+    if len(shown) > 50:
+        table.add_row(f"... {len(shown) - 50} more", "", "", "")
+    if shown:
+        Console(file=out, highlight=False).print(table)
