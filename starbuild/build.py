@@ -113,7 +113,8 @@ async def abuild(project: Project, options: BuildOptions | None = None, *, trans
             report = await _run(project, options, todo, journal, store, transport, emulator, emit)
         finally:
             journal.close()
-        report.results.extend(_unbuilt(plan, report))
+        order = {a.name: i for i, a in enumerate(plan.assets)}
+        report.results = sorted(report.results + _unbuilt(plan, report), key=lambda r: order.get(r.name, 0))
         report.version = publish(project, lock, plan, report.results, store, assets)
         store.clean_temp(older_than=3600)
     report.elapsed = time.monotonic() - started
@@ -211,8 +212,6 @@ def _unbuilt(plan: Plan, report: BuildReport) -> list[AssetResult]:
             out.append(AssetResult(a.name, Outcome.CACHED, "up to date", files=prev.get("files", []), **common))
         else:
             out.append(AssetResult(a.name, Outcome.SKIPPED, "not selected", **common))
-    order = {a.name: i for i, a in enumerate(plan.assets)}
-    report.results.sort(key=lambda r: order.get(r.name, 0))
     return out
 
 
