@@ -222,10 +222,10 @@ def _progress(ctx: Context, as_json: bool):
 def _setup_logging(ctx: Context) -> None:
     import logging
 
-    level = logging.DEBUG if ctx.verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("httpx", "httpcore", "asyncio"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s", stream=sys.stderr)
+    # -v shows starbuild's own detail (each HTTP request, without its key or result links), not
+    # the debug chatter of the libraries underneath.
+    logging.getLogger("starbuild").setLevel(logging.DEBUG if ctx.verbose else logging.WARNING)
 
 
 @main.command("ls")
