@@ -1,0 +1,146 @@
+"""The API client and scheduler policies: retries, advice from the server, lost answers, secrecy."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from conftest import KEY, api_build, matrix_config
+from starbuild.api.client import RetryPolicy, StarMagicClient
+from starbuild.api.wire import parse_error, parse_task
+from starbuild.emulator import Emulator, EmulatorConfig, Faults, serve_in_thread
+from starbuild.errors import RateLimitError, TransientApiError, UnknownOutcomeError
+from starbuild.outcome import Outcome
+from starbuild.runner import AdaptiveLimit
+
+BODY = {"model": "gpt-image-2", "prompt": "a kite", "size": "1:1", "quality": "low"}
+
+
+def _client(app, delays: list[float], policy: RetryPolicy | None = None) -> StarMagicClient:
+    async def record(seconds: float) -> None:
+        delays.append(seconds)
+
+    return StarMagicClient("http://api", KEY, transport=httpx.ASGITransport(app=app), sleep=record,
+                           retry=policy or RetryPolicy(attempts=4, base=0.5, cap=8, max_advised=120), seed=1)
+
+
+def test_client_honours_retry_after():
+    em = Emulator(EmulatorConfig(faults=Faults(rate_429_retry_after=1.0)))
+    delays: list[float] = []
+
+    async def go():
+        async with _client(em, delays) as c:
+            await c.submit(BODY)
+
+    with pytest.raises(RateLimitError):
+        asyncio.run(go())
+    assert len(delays) == 3 and len(set(delays)) == 1 and delays[0] > 0
+    assert em.ledger == []
+
+
+def test_client_honours_fallback_suggestion_of_legacy_envelope():
+    em = Emulator(EmulatorConfig(faults=Faults(rate_500=1.0, rate_legacy_envelope=1.0)))
+    delays: list[float] = []
+
+    async def go():
+        async with _client(em, delays, RetryPolicy(attempts=3, base=0.5, cap=8, max_advised=30)) as c:
+            await c.task("task-unified-1757156493-abcdefgh")
+
+    with pytest.raises(TransientApiError) as info:
+        asyncio.run(go())
+    assert delays == [30, 30]  # "retry after 60 seconds", capped by the policy
+    assert info.value.status == 500
+
+
+def test_client_backoff_is_capped_and_jittered():
+    em = Emulator(EmulatorConfig(faults=Faults(rate_503=1.0)))
+    delays: list[float] = []
+
+    async def go():
+        async with _client(em, delays, RetryPolicy(attempts=8, base=0.5, cap=4, max_advised=30)) as c:
+            await c.task("task-unified-1757156493-abcdefgh")
+
+    with pytest.raises(TransientApiError):
+        asyncio.run(go())
+    assert len(delays) == 7 and max(delays) <= 4
+    assert all(0.5 * min(4, 0.5 * 2 ** i) <= d <= min(4, 0.5 * 2 ** i) for i, d in enumerate(delays))
+
+
+def test_client_never_sends_key_to_result_links(project):
+    seen: list[tuple[str, str | None]] = []
+    em = Emulator(EmulatorConfig(render="plain"))
+
+    async def spy(scope, receive, send):
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            seen.append((scope["path"], headers.get(b"authorization", b"").decode() or None))
+        await em(scope, receive, send)
+
+    project.config(matrix_config(2))
+    assert api_build(project, em, transport=httpx.ASGITransport(app=spy)).exit_code == 0
+    api_calls = [auth for path, auth in seen if path.startswith("/v1/")]
+    downloads = [auth for path, auth in seen if not path.startswith("/v1/")]
+    assert api_calls and all(a == f"Bearer {KEY}" for a in api_calls)
+    assert downloads and all(a is None for a in downloads)
+
+
+def test_client_lost_submit_answer_is_reported_not_repeated(project):
+    em = Emulator(EmulatorConfig(render="plain", faults=Faults(rate_reset=1.0)))
+    project.config(matrix_config(1))
+    with serve_in_thread(em) as url:
+        report = api_build(project, em, base_url=url)
+        assert report.exit_code == 1
+        error = report.results[0].error
+        assert "may have been accepted and billed" in error
+        submits = em.counters["submit"]
+        assert submits == 1  # sent once, never retried
+        again = api_build(project, em, base_url=url)
+        assert again.results[0].outcome == Outcome.FAILED
+        assert "--retry-unknown" in again.results[0].error and em.counters["submit"] == submits
+        em.config.faults = Faults()
+        third = api_build(project, em, base_url=url, retry_unknown=True)
+    assert third.exit_code == 0 and third.results[0].outcome == Outcome.BUILT
+
+
+def test_client_wire_variants_parse():
+    objects = parse_task({"id": "t", "status": "completed", "results": [{"url": "u1"}, {"url": "u2"}]})
+    assert objects.results == ("u1", "u2") and objects.done
+    racing = parse_task({"id": "t", "status": "completed", "results": None})
+    assert not racing.done
+    cancelled = parse_task({"id": "t", "status": "cancelled", "extra": {"x": 1}})
+    assert cancelled.status == "failed" and cancelled.error_code == "request_cancelled" and cancelled.done
+    bare = parse_task({"id": "t", "status": "processing", "progress": 40})
+    assert bare.credits_reserved is None and bare.estimated_time is None and bare.progress == 40
+    legacy = parse_error({"error": {"code": 429, "message": "slow down", "param": None,
+                                    "fallback_suggestion": "retry after 60 seconds"}}, 429)
+    assert legacy.code == "429" and legacy.retry_after == 60
+    html = parse_error(None, 502)
+    assert html.code == "502"
+
+
+def test_adaptive_limit_halves_on_429_and_recovers():
+    async def go():
+        limit = AdaptiveLimit(8)
+        limit.throttle()
+        assert limit.limit == 4
+        limit.throttle()  # the same burst: no second cut within a second
+        assert limit.limit == 4
+        for _ in range(4):
+            await limit.success()
+        assert limit.limit == 5
+        for _ in range(100):
+            await limit.success()
+        assert limit.limit == 8
+
+    asyncio.run(go())
+
+
+def test_rate_limit_spaces_submissions(project):
+    em = Emulator(EmulatorConfig(render="plain"))
+    project.config(matrix_config(4, extra="  rate_limit: 20/sec\n"))
+    api_build(project, em)
+    times = [e.created for e in em.ledger]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert len(gaps) == 3 and min(gaps) >= 0.045
