@@ -297,3 +297,18 @@ def test_build_canary_key_never_written(project):
                 blobs.append(path.read_bytes().decode("latin-1"))
     assert not any(KEY in b for b in blobs)
     assert not any(e.request.get("api_key") for e in em_ok.ledger)
+
+
+def test_build_expired_result_link_fails_clearly_and_publishes_nothing(project):
+    em = Emulator(EmulatorConfig(render="plain", ttl=0.0))  # links are dead as soon as they exist
+    project.config(matrix_config(2))
+    report = api_build(project, em)
+    assert report.exit_code == 1 and report.version is None
+    assert all("expired" in r.error for r in report.results)
+    assert not (project.root / "starbuild.lock").exists() and not (project.root / "assets").exists()
+    leftovers = [p for p in (project.root.parent / ".cache").rglob("*") if p.name.endswith(".part")]
+    assert leftovers == []
+    # The next build resumes the same tasks (no new payment) and says they are gone for good.
+    again = api_build(project, em)
+    assert len(em.ledger) == 2
+    assert all("the next build submits it again" in r.error for r in again.results)
