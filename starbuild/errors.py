@@ -12,6 +12,7 @@
     │   ├── TransientApiError      worth retrying: connection errors, timeouts, 429, 5xx
     │   │   └── RateLimitError     429; carries the advised delay when the server gave one
     │   ├── UnknownOutcomeError    a submission was sent but its answer was lost: it may be billed
+    │   ├── TaskFailedError        the API ran the task and reported it failed (with a failure code)
     │   ├── AuthError              401 / 403
     │   ├── QuotaError             402
     │   ├── BadRequestError        400
@@ -123,6 +124,10 @@ class RateLimitError(TransientApiError):
 
 class UnknownOutcomeError(ApiError):
     """A submission reached the network but no answer came back; it may have been accepted and billed."""
+
+
+class TaskFailedError(ApiError):
+    """The API accepted the task and then reported it failed or cancelled; ``code`` says why."""
 
 
 class AuthError(ApiError):

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from starbuild.api.client import StarMagicClient
 from starbuild.api.wire import RETRYABLE_FAILURES, Task
 from starbuild.errors import (
-    ApiError, NotFoundError, RateLimitError, StarbuildError, UnknownOutcomeError, VerifyError,
+    ApiError, NotFoundError, RateLimitError, StarbuildError, TaskFailedError, UnknownOutcomeError, VerifyError,
 )
 from starbuild.journal import STORED, SUBMITTED, SUBMITTING, Journal
 from starbuild.outcome import AssetResult, Outcome
@@ -177,7 +177,7 @@ class Runner:
     limit: AdaptiveLimit = field(init=False)
     rate: RateLimiter = field(init=False)
     budget: Budget = field(init=False)
-    uploads: "UploadCache" = field(default_factory=lambda: UploadCache())
+    uploads: UploadCache = field(default_factory=UploadCache)
     links: dict[str, str] = field(default_factory=dict)  # object sha -> fresh result link, never written
     stopping: bool = False
 
@@ -199,7 +199,7 @@ class Runner:
         """Finish a task of an earlier run that is no longer planned, so its paid image is kept."""
         try:
             await self._poll_and_store(spec_hash, record["name"], record.get("request") or {},
-                                       record["task_id"], record.get("credits"), None, record.get("n", 1))
+                                       record["task_id"], record.get("credits"), None)
             return True
         except StarbuildError as exc:
             log.warning("could not recover task %s of %s: %s", record.get("task_id"), record.get("name"), exc)
@@ -237,15 +237,15 @@ class Runner:
         request = spec.request()
         common = dict(name=asset.name, model=spec.model, request=request, spec_hash=h, reason=asset.reason)
         rec = self.journal.get(h)
-        if rec and rec.get("state") == STORED and not asset.forced and all(self.store.has(f["sha256"]) for f in rec.get("files", [])):
+        stored = rec is not None and rec.get("state") == STORED
+        if stored and not asset.forced and all(self.store.has(f["sha256"]) for f in rec.get("files", [])):
             return AssetResult(outcome=Outcome.CACHED, files=named_files(asset.name, rec["files"]),
-                               task_id=rec.get("task_id"),
-                               credits=0.0, **common)
+                               task_id=rec.get("task_id"), credits=0.0, **common)
         if rec and rec.get("state") == SUBMITTED:
             self.emit("resume", asset.name, {"task_id": rec["task_id"]})
             try:
                 files = await self._slot(self._poll_and_store(h, asset.name, request, rec["task_id"],
-                                                              rec.get("credits"), spec.dims, spec.n))
+                                                              rec.get("credits"), spec.dims))
                 return AssetResult(outcome=Outcome.RESUMED, files=files, task_id=rec["task_id"],
                                    credits=rec.get("credits") or 0.0, **common)
             except NotFoundError as exc:
@@ -275,8 +275,8 @@ class Runner:
                 files = await self._slot_held_poll(h, asset.name, request, task, credits, spec)
                 return AssetResult(outcome=Outcome.BUILT, files=files, task_id=task.id,
                                    credits=credits or 0.0, **common)
-            except ApiError as exc:
-                retryable = exc.code in RETRYABLE_FAILURES and getattr(exc, "task_failed", False)
+            except TaskFailedError as exc:
+                retryable = exc.code in RETRYABLE_FAILURES
                 if retryable and attempts < self.options.retry_failed and not self.stopping:
                     attempts += 1
                     self.emit("retry", asset.name, {"code": exc.code})
@@ -285,7 +285,7 @@ class Runner:
 
     async def _slot_held_poll(self, h, name, request, task: Task, credits, spec) -> list[dict]:
         try:
-            return await self._poll_and_store(h, name, request, task.id, credits, spec.dims, spec.n,
+            return await self._poll_and_store(h, name, request, task.id, credits, spec.dims,
                                               first_wait=task.estimated_time)
         finally:
             await self.limit.release()
@@ -337,14 +337,12 @@ class Runner:
             return task, task.credits_reserved
 
     async def _poll_and_store(self, h: str, name: str, request: dict, task_id: str, credits: float | None,
-                              dims: tuple[int, int] | None, n: int, first_wait: float | None = None) -> list[dict]:
+                              dims: tuple[int, int] | None, first_wait: float | None = None) -> list[dict]:
         task = await self._wait_for(task_id, first_wait)
         if task.status == "failed":
-            err = ApiError(f"task {task_id} failed: {task.error_code}: {task.error_message or 'no message'}",
-                           code=task.error_code)
-            err.task_failed = True  # type: ignore[attr-defined]
             self.journal.forget(h)
-            raise err
+            raise TaskFailedError(f"task {task_id} failed: {task.error_code}: {task.error_message or 'no message'}",
+                                  code=task.error_code)
         files = []
         for url in task.results or ():
             files.append(await self._download(url, dims))
