@@ -161,7 +161,7 @@ async def _run(project, options, todo, journal, store, transport, emulator, emit
     # which makes no request at all).
     planned = {a.spec_hash for a in todo}
     orphans = [] if options.frozen else [
-        (h, rec) for h, rec in journal.items() if rec.get("state") == "submitted" and h not in planned]
+        (h, rec) for h, rec in journal.inflight() if rec.get("state") == "submitted" and h not in planned]
     if not todo and not orphans:
         return BuildReport(results=[])
     if options.offline:

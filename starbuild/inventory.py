@@ -52,7 +52,7 @@ def rollback(project: Project, version: int) -> None:
 
 def collect_garbage(project: Project) -> tuple[int, int]:
     """Delete objects and journal records that no version, lockfile or unfinished task needs."""
-    from starbuild.journal import STORED, Journal
+    from starbuild.journal import Journal
     from starbuild.project_lock import project_lock
 
     cache = cache_dir(project)
@@ -69,9 +69,9 @@ def collect_garbage(project: Project) -> tuple[int, int]:
         assets.clean_partial()
         journal = Journal(cache / "journal")
         try:
-            for h, rec in journal.items():
-                if rec.get("state") == STORED and not {f["sha256"] for f in rec.get("files", [])} & keep:
-                    journal.forget(h)
+            for h, rec in journal.stored_items():
+                if not {f["sha256"] for f in rec.get("files", [])} & keep:
+                    journal.forget_stored(h)
         finally:
             journal.close()
         removed = freed = 0

@@ -2,7 +2,9 @@
 
 Keyed by spec_hash. A record moves ``submitting`` → ``submitted`` (task id known) → ``stored``
 (files in the object store). Stored records stay, so a spec that comes back later is served from
-the store instead of paid again. No result URL and no key is ever written here.
+the store instead of paid again. In-flight and stored records live apart, so looking for
+unfinished tasks never reads the (possibly large) stored history. No result URL and no key is
+ever written here.
 """
 
 from __future__ import annotations
@@ -23,38 +25,56 @@ class Journal:
         import diskcache
 
         directory.mkdir(parents=True, exist_ok=True)
-        self._cache = diskcache.Cache(str(directory), eviction_policy="none", size_limit=2**40)
+        opts = dict(eviction_policy="none", size_limit=2**40)
+        self._inflight = diskcache.Cache(str(directory / "inflight"), **opts)
+        self._stored = diskcache.Cache(str(directory / "stored"), **opts)
 
     def close(self) -> None:
-        self._cache.close()
+        self._inflight.close()
+        self._stored.close()
 
-    def get(self, spec_hash: str) -> dict[str, Any] | None:
+    @staticmethod
+    def _read(cache, key: str) -> dict[str, Any] | None:
         try:
-            rec = self._cache.get(spec_hash)
+            rec = cache.get(key)
         except Exception:  # a corrupt entry is a miss, never a crash
             return None
         return rec if isinstance(rec, dict) else None
 
-    def _put(self, spec_hash: str, record: dict[str, Any]) -> None:
-        self._cache.set(spec_hash, record)
+    def get(self, spec_hash: str) -> dict[str, Any] | None:
+        """The in-flight record of a spec if there is one, else its stored result."""
+        return self._read(self._inflight, spec_hash) or self._read(self._stored, spec_hash)
 
     def intend(self, spec_hash: str, name: str, request: dict[str, Any]) -> None:
         """Before a submission is sent: if we die now, its outcome is unknown."""
-        self._put(spec_hash, {"state": SUBMITTING, "name": name, "request": request, "since": time.time()})
+        self._inflight.set(spec_hash, {"state": SUBMITTING, "name": name, "request": request,
+                                       "since": time.time()})
 
     def submitted(self, spec_hash: str, name: str, request: dict[str, Any], task_id: str,
                   credits: float | None) -> None:
-        self._put(spec_hash, {"state": SUBMITTED, "name": name, "request": request, "task_id": task_id,
-                              "credits": credits, "since": time.time()})
+        self._inflight.set(spec_hash, {"state": SUBMITTED, "name": name, "request": request, "task_id": task_id,
+                                       "credits": credits, "since": time.time()})
 
     def stored(self, spec_hash: str, record: dict[str, Any]) -> None:
-        self._put(spec_hash, {**record, "state": STORED, "since": time.time()})
+        # Written before the in-flight record is dropped, so a crash between leaves both (harmless).
+        self._stored.set(spec_hash, {**record, "state": STORED, "since": time.time()})
+        self._inflight.delete(spec_hash)
 
     def forget(self, spec_hash: str) -> None:
-        self._cache.delete(spec_hash)
+        """Drop the in-flight record (the task failed, was refused, or is gone)."""
+        self._inflight.delete(spec_hash)
 
-    def items(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        for key in list(self._cache.iterkeys()):
-            rec = self.get(key)
+    def forget_stored(self, spec_hash: str) -> None:
+        self._stored.delete(spec_hash)
+
+    def inflight(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        for key in list(self._inflight.iterkeys()):
+            rec = self._read(self._inflight, key)
+            if rec is not None:
+                yield key, rec
+
+    def stored_items(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        for key in list(self._stored.iterkeys()):
+            rec = self._read(self._stored, key)
             if rec is not None:
                 yield key, rec
