@@ -166,12 +166,11 @@ async def _run(project, options, todo, journal, store, transport, emulator, emit
         return BuildReport(results=[])
     if options.offline:
         if transport is None:
-            import httpx
-
+            from starbuild.api.client import in_process_transport
             from starbuild.emulator import Emulator, EmulatorConfig
 
             emulator = emulator or Emulator(EmulatorConfig(public_url=OFFLINE_BASE_URL))
-            transport = httpx.ASGITransport(app=emulator)
+            transport = in_process_transport(emulator)
         base_url = files_url = OFFLINE_BASE_URL
         key = "offline"
     else:

@@ -45,6 +45,11 @@ class RetryPolicy:
         return min(self.cap, self.base * 2 ** attempt) * rng.uniform(0.5, 1.0)
 
 
+def in_process_transport(app) -> httpx.AsyncBaseTransport:
+    """A transport that sends every request to an ASGI app (the emulator) in this process."""
+    return httpx.ASGITransport(app=app)
+
+
 def _retry_after(resp: httpx.Response) -> float | None:
     value = resp.headers.get("retry-after")
     if not value:
