@@ -10,7 +10,8 @@ At the end a clean build (faults off, no kill) of every set used must report eve
 built or failed with a reason, the ledger must show no prompt accepted twice, and no temp file
 (`.download-*.part`, `.vNNNN.tmp-*`, ...) may be left. A submission cut off mid-request is
 reported by starbuild as "outcome unknown" and never resubmitted without --retry-unknown: those
-are counted as `unknown`, not as duplicates.
+are counted as `unknown`, not as duplicates; `unknown_billed` says how many of them the server
+had in fact accepted (the others were killed before anything was accepted).
 
 Part 2, fault kinds. One short build per kind of fault the emulator offers, at a moderate rate:
 every asset built or reported failed with a reason, never a traceback.
@@ -61,6 +62,12 @@ def write_config(root: Path, sets: list[int], assets: int, concurrency: int) -> 
         f"version: 1\nprovider:\n  concurrency: {concurrency}\n  task_timeout: 120\n"
         f"images:\n  's{{{{ s }}}}/i{{{{ i }}}}':\n    matrix:\n      s: {sets}\n      i: {list(range(assets))}\n"
         f"    prompt: \"chaos set {{{{ s }}}} image {{{{ i }}}}\"\n    size: '1:1'\n    quality: low\n")
+
+
+def _prompt_of(name: str) -> str:
+    """The prompt write_config gives the asset ``s<set>/i<image>``."""
+    s, i = name.removeprefix("s").split("/i")
+    return f"chaos set {s} image {i}"
 
 
 def names_of(sets: list[int], assets: int) -> set[str]:
@@ -190,6 +197,7 @@ class Summary:
     duplicates: int = 0
     corrupt: int = 0
     unknown: int = 0
+    unknown_billed: int = 0   # of the unknown: the server had accepted (and billed) the submission
     failed: int = 0
     unreported: int = 0
     tracebacks: int = 0
@@ -290,6 +298,8 @@ def run_kill_stream(summary: Summary, trials: int, seed: int = 0, assets: int = 
             log(f"{name} final build: exit {proc.returncode}, {len(sets) * assets} assets, {len(v.unknown)} unknown, "
                 f"{len(v.failed)} failed, {len(emulator.ledger)} submissions")
             summary.unknown += len(v.unknown)
+            accepted = {e.request.get("prompt") for e in emulator.ledger}
+            summary.unknown_billed += sum(_prompt_of(u.split(": ", 1)[0]) in accepted for u in v.unknown)
             summary.assets = len(sets) * assets
         problems = consistency_problems(root)
         if problems:
