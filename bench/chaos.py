@@ -354,12 +354,14 @@ def fault_kinds(rate: float = 0.3) -> dict[str, object]:
     from starbuild.emulator import Faults
     from starbuild.emulator.config import rate_fields
 
-    kinds = {}
+    # The older envelope only shows on error answers: give it 429s to wrap. They carry a
+    # Retry-After header, which wins over the envelope's "retry after 60 seconds" advice.
+    kinds = {"legacy_envelope": Faults(rate_legacy_envelope=max(rate, 0.5), rate_429_retry_after=rate)}
     for name in rate_fields():
         extra = {"slow_seconds": 0.5} if name == "rate_slow" else {}
         if name == "rate_results_null":
             extra = {"results_null_seconds": 0.5}
-        kinds[name.removeprefix("rate_")] = Faults(**{name: rate}, **extra)
+        kinds.setdefault(name.removeprefix("rate_"), Faults(**{name: rate}, **extra))
     kinds["max_unfinished"] = Faults(max_unfinished=3)
     return kinds
 
