@@ -488,3 +488,35 @@ def test_callback_url_https_public_is_accepted(callback_api, url):
     response = _submit_with_callback(client, url)
     assert response.status_code == 200, response.text
     assert response.json()["id"].startswith("task-unified-") and len(em.ledger) == 1
+
+
+# --- regressions: each of these was a bug once --------------------------------------------------
+
+
+@pytest.mark.parametrize("case", OUTPUT_DIRS)
+def test_output_dir_out_of_the_project_is_a_usage_error(project, outside, case):
+    """SPEC §3: an invalid config exits with 2 and names its location (it used to exit with 1)."""
+    res, _ = _output_dir_build(project, outside, case)
+    _assert_clean_refusal(res, 2)
+    assert "starbuild.yaml:" in res.stderr and "output.dir" in res.stderr
+
+
+def test_symlinked_prompt_file_out_of_the_project_is_refused(project, outside):
+    """A prompt file symlinked out of the project was read and sent as the prompt; refused like
+    inputs and axis files."""
+    project.config("version: 1\nimages:\n  a:\n    prompt_file: prompts/p.j2\n    size: '1:1'\n")
+    (project.root / "prompts").mkdir(parents=True)
+    (project.root / "prompts" / "p.j2").symlink_to(outside / "prompt.j2")
+    res = project.run("build", "--offline")
+    _assert_clean_refusal(res)
+    assert "outside the project" in res.stderr or "symlink" in res.stderr
+    assert not (project.root / "starbuild.lock").exists()
+
+
+@pytest.mark.parametrize("url", ["https://2130706433/hook", "https://0x7f000001/hook", "https://127.1/hook",
+                                 "https://0177.0.0.1/hook", "https://localhost./hook"])
+def test_callback_urls_naming_loopback_in_other_spellings_are_refused(callback_api, url):
+    em, client = callback_api
+    response = _submit_with_callback(client, url)
+    assert response.status_code == 400, response.text
+    assert em.ledger == []
