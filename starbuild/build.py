@@ -99,6 +99,9 @@ async def abuild(project: Project, options: BuildOptions | None = None, *, trans
     with project_lock(cache, wait=options.wait):
         lock = read_lock(project.root / LOCK_NAME)
         store, assets = ObjectStore(cache), asset_dir(project)
+        # Under the lock no other build of this cache is running: any temp file is a dead run's.
+        store.clean_temp()
+        assets.clean_partial()
         plan = make_plan(project, lock, placeholder=options.offline, force=options.force,
                          select=options.select, have=_have_files(store, assets), specs=options.specs)
         from starbuild.journal import Journal
@@ -116,7 +119,6 @@ async def abuild(project: Project, options: BuildOptions | None = None, *, trans
         order = {a.name: i for i, a in enumerate(plan.assets)}
         report.results = sorted(report.results + _unbuilt(plan, report), key=lambda r: order.get(r.name, 0))
         report.version = publish(project, lock, plan, report.results, store, assets)
-        store.clean_temp(older_than=3600)
     report.elapsed = time.monotonic() - started
     return report
 

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -63,17 +62,15 @@ class ObjectStore:
     def remove(self, sha: str) -> None:
         self.path(sha).unlink(missing_ok=True)
 
-    def clean_temp(self, older_than: float = 0) -> int:
-        """Delete partial downloads left by killed runs."""
+    def clean_temp(self) -> int:
+        """Delete partial downloads left by killed runs (call it holding the project lock)."""
         removed = 0
         tmp = self.root / "tmp"
         if tmp.is_dir():
-            now = time.time()
             for f in tmp.iterdir():
                 try:
-                    if now - f.stat().st_mtime >= older_than:
-                        f.unlink()
-                        removed += 1
+                    f.unlink()
+                    removed += 1
                 except OSError:
                     pass
         return removed

@@ -59,3 +59,39 @@ def test_chaos_counts_a_second_payment_as_a_duplicate(chaos):
     em.ledger += [LedgerEntry("t1", "m", {"prompt": "a"}, 1, 0), LedgerEntry("t2", "m", {"prompt": "a"}, 1, 0),
                   LedgerEntry("t3", "m", {"prompt": "b"}, 1, 0), LedgerEntry("t4", "m", {"prompt": "b"}, 1, 0)]
     assert chaos.duplicates(em) == 1
+
+
+# --- what killed runs leave behind is removed by the next build, whatever it has to do ----------
+
+
+def _offline_project(tmp_path, monkeypatch):
+    from conftest import Project
+
+    monkeypatch.setenv("STARBUILD_CACHE_DIR", str(tmp_path / ".cache"))
+    project = Project(tmp_path / "proj")
+    project.config("version: 1\nimages:\n  a:\n    prompt: hi\n    size: '1:1'\n")
+    assert project.run("build", "--offline").exit_code == 0
+    return project
+
+
+def test_a_dead_runs_partial_download_is_removed_by_the_next_build(tmp_path, monkeypatch):
+    """A run killed mid-download leaves .download-PID-*.part; the next build (under the project
+    lock, so no other build of this cache runs) removes it at once."""
+    project = _offline_project(tmp_path, monkeypatch)
+    part = tmp_path / ".cache" / "objects" / "tmp" / ".download-999999-0123456789ab.part"
+    part.parent.mkdir(parents=True, exist_ok=True)
+    part.write_bytes(b"half an image")
+    project.config("version: 1\nimages:\n  a:\n    prompt: hi\n    size: '1:1'\n  b:\n    prompt: ho\n    size: '1:1'\n")
+    assert project.run("build", "--offline").exit_code == 0
+    assert not part.exists()
+
+
+def test_a_dead_runs_partial_version_is_removed_by_a_no_op_build(tmp_path, monkeypatch):
+    """A run killed while publishing leaves assets/.vNNNN.tmp-PID; a build with nothing to
+    publish removes it too."""
+    project = _offline_project(tmp_path, monkeypatch)
+    partial = project.root / "assets" / ".v0002.tmp-999999"
+    partial.mkdir()
+    (partial / "a.png").write_bytes(b"half a version")
+    assert project.run("build", "--offline").exit_code == 0
+    assert not partial.exists()
