@@ -177,6 +177,7 @@ def test_watch_ctrl_c_exits_cleanly(project, tmp_path):
     assert code == 0, log.read_text()
     assert time.monotonic() - started < 5
     assert "Traceback" not in log.read_text()
+    assert (project.root / "starbuild.lock").is_file(), log.read_text()
     json.loads((project.root / "starbuild.lock").read_text())
     leftovers = [p for p in project.root.rglob("*") if ".tmp" in p.name]
     assert leftovers == []
