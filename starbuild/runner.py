@@ -8,6 +8,7 @@ asset's failure never stops the others (unless fail-fast asks to stop submitting
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import mimetypes
 import random
@@ -19,7 +20,8 @@ from typing import Any, Callable
 from starbuild.api.client import StarMagicClient
 from starbuild.api.wire import RETRYABLE_FAILURES, Task
 from starbuild.errors import (
-    ApiError, NotFoundError, RateLimitError, StarbuildError, TaskFailedError, UnknownOutcomeError, VerifyError,
+    ApiError, NotFoundError, RateLimitError, StarbuildError, TaskFailedError, TransientApiError, UnknownOutcomeError,
+    VerifyError,
 )
 from starbuild.journal import STORED, SUBMITTED, SUBMITTING, Journal
 from starbuild.outcome import AssetResult, Outcome
@@ -50,39 +52,78 @@ class RunOptions:
 
 
 class AdaptiveLimit:
-    """A concurrency limit that halves on 429 and grows back by one after a run of successes."""
+    """How many tasks may be in flight: starts small, finds the server's cap, stays under it.
 
-    def __init__(self, limit: int):
-        self.max = self.limit = max(1, limit)
+    Slow start: every accepted submission adds one, up to ``max``. A submission refused with 429
+    sets the limit to the number of our tasks the server was holding (its cap, as far as we can
+    tell), or halves it when there were none; after that the limit grows by one only after
+    ``limit`` accepted submissions in a row, and not for ``HOLD`` seconds after a 429. Waiters are
+    woken one slot at a time, in order.
+    """
+
+    START = 4
+    HOLD = 30.0
+
+    def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic):
+        self.max = max(1, limit)
+        self.limit = min(self.max, self.START)
         self.in_use = 0
+        self._clock = clock
+        self._slow_start = True
         self._streak = 0
-        self._last_cut = 0.0
-        self._cond = asyncio.Condition()
+        self._last_cut = -1e9
+        self._waiters: collections.deque[asyncio.Future] = collections.deque()
 
     async def acquire(self) -> None:
-        async with self._cond:
-            await self._cond.wait_for(lambda: self.in_use < self.limit)
+        if self.in_use < self.limit and not self._waiters:
             self.in_use += 1
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut  # the slot was counted for us by _wake
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()
+            else:
+                self._waiters.remove(fut)
+            raise
 
-    async def release(self) -> None:
-        async with self._cond:
-            self.in_use -= 1
-            self._cond.notify_all()
+    def release(self) -> None:
+        self.in_use -= 1
+        self._wake()
 
-    def throttle(self) -> None:
-        now = time.monotonic()
-        if now - self._last_cut > 1.0:  # one burst of 429s halves once, not to zero
-            self.limit = max(1, self.limit // 2)
-            self._last_cut = now
+    def _wake(self) -> None:
+        while self._waiters and self.in_use < self.limit:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self.in_use += 1
+                fut.set_result(None)
+
+    def throttle(self, holding: int | None = None) -> None:
+        """A 429: ``holding`` is how many of our tasks the server had when it refused (None: unknown)."""
+        now = self._clock()
+        self._slow_start = False
         self._streak = 0
+        if holding:
+            self.limit = max(1, min(self.limit, holding))
+        elif now - self._last_cut > 1.0:  # one burst of 429s halves once, not to zero
+            self.limit = max(1, self.limit // 2)
+        self._last_cut = now
 
-    async def success(self) -> None:
-        self._streak += 1
-        if self._streak >= self.limit and self.limit < self.max:
+    def success(self) -> None:
+        """A submission was accepted."""
+        if self.limit >= self.max:
+            return
+        if self._slow_start:
+            self.limit += 1
+        else:
+            self._streak += 1
+            if self._streak < self.limit or self._clock() - self._last_cut < self.HOLD:
+                return
             self._streak = 0
-            async with self._cond:
-                self.limit += 1
-                self._cond.notify_all()
+            self.limit += 1
+        self._wake()
 
 
 class RateLimiter:
@@ -186,6 +227,7 @@ class Runner:
         self.rate = RateLimiter(self.options.rate_per_second)
         self.budget = Budget(self.options.max_credits)
         self.client.on_rate_limit = self.limit.throttle
+        self._holding = 0  # accepted tasks of ours not yet downloaded: what the server may be holding
         self._rng = random.Random(self.options.seed)
         self._upload_locks: dict[str, asyncio.Lock] = {}
 
@@ -261,10 +303,12 @@ class Runner:
 
     async def _slot(self, coro):
         await self.limit.acquire()
+        self._holding += 1
         try:
             return await coro
         finally:
-            await self.limit.release()
+            self._holding -= 1
+            self.limit.release()
 
     async def _submit_cycle(self, asset: PlannedAsset, spec: GenerationSpec, h: str, request: dict,
                             common: dict) -> AssetResult:
@@ -288,52 +332,71 @@ class Runner:
             return await self._poll_and_store(h, name, request, task.id, credits, spec.dims,
                                               first_wait=task.estimated_time)
         finally:
-            await self.limit.release()
+            self._holding -= 1
+            self.limit.release()
 
     async def _submit(self, asset: PlannedAsset, spec: GenerationSpec, h: str, request: dict) -> tuple[Task, float | None]:
-        """Submit under the limits; returns with a concurrency slot held (released after the download)."""
+        """Submit under the limits; returns with a concurrency slot held (released after the download).
+
+        Each attempt is a single request, journaled as "submitting" only while it is on the wire: an
+        answer that refuses it (429, 5xx) or a server that cannot be reached clears the record and
+        frees the slot and the credits before the backoff, so a run killed while waiting leaves
+        nothing of unknown outcome, and a 429 really lowers what is in flight.
+        """
         deadline = time.monotonic() + self.options.task_timeout
-        delay = self.options.poll_base
+        policy = self.client.retry
+        refusals = 0
         while True:
             if self.stopping:
                 raise Stop("not submitted: an earlier asset failed and --fail-fast is set")
             await self.limit.acquire()
             await self.rate.wait()
             if self.stopping or not self.budget.try_hold(asset.credits):
-                await self.limit.release()
+                self.limit.release()
                 if self.stopping:
                     raise Stop("not submitted: an earlier asset failed and --fail-fast is set")
                 raise Stop(f"not submitted: it would take the credits reserved past max_credits "
                            f"({self.budget.limit:g})")
             try:
                 body = spec.api_body(*await self._input_urls(spec))
-                self.journal.intend(h, asset.name, request)
-                self.emit("submit", asset.name, {})
-                task = await self.client.submit(body)
-            except RateLimitError:
-                self.journal.forget(h)  # a 429 was not accepted: nothing is in flight
+            except BaseException:
                 self.budget.release(asset.credits)
-                await self.limit.release()
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(delay * self._rng.uniform(0.5, 1.0))
-                delay = min(delay * 2, self.options.poll_cap)
-                continue
+                self.limit.release()
+                raise
+            self.journal.intend(h, asset.name, request)
+            self.emit("submit", asset.name, {})
+            try:
+                task = await self.client.submit(body)
+            except (RateLimitError, TransientApiError) as exc:  # refused or never sent: nothing in flight
+                refused: TransientApiError | None = exc
             except UnknownOutcomeError:
                 self.budget.settle(asset.credits, None)  # it may have been billed: count it
-                await self.limit.release()
+                self.limit.release()
                 raise
             except BaseException:
-                rec = self.journal.get(h)
-                if rec and rec.get("state") == SUBMITTING:
-                    self.journal.forget(h)
+                self.journal.forget(h)
                 self.budget.release(asset.credits)
-                await self.limit.release()
+                self.limit.release()
                 raise
+            else:
+                refused = None
+            if refused is not None:
+                self.journal.forget(h)
+                self.budget.release(asset.credits)
+                if isinstance(refused, RateLimitError):
+                    self.limit.throttle(self._holding)
+                self.limit.release()
+                refusals += 1
+                if (refusals >= policy.attempts and not isinstance(refused, RateLimitError)
+                        or time.monotonic() > deadline):
+                    raise refused
+                await asyncio.sleep(policy.delay(refusals - 1, refused.retry_after, self._rng))
+                continue
             self.journal.submitted(h, asset.name, request, task.id, task.credits_reserved)
             self.budget.settle(asset.credits, task.credits_reserved)
             self.emit("submitted", asset.name, {"task_id": task.id, "credits": task.credits_reserved})
-            await self.limit.success()
+            self.limit.success()
+            self._holding += 1
             return task, task.credits_reserved
 
     async def _poll_and_store(self, h: str, name: str, request: dict, task_id: str, credits: float | None,

@@ -32,12 +32,25 @@ def test_client_honours_retry_after():
 
     async def go():
         async with _client(em, delays) as c:
-            await c.submit(BODY)
+            await c.task("task-unified-1757156493-abcdefgh")
 
     with pytest.raises(RateLimitError):
         asyncio.run(go())
     assert len(delays) == 3 and len(set(delays)) == 1 and delays[0] > 0
-    assert em.ledger == []
+
+
+def test_client_submits_once_and_leaves_the_retry_to_the_caller():
+    em = Emulator(EmulatorConfig(faults=Faults(rate_429_retry_after=1.0)))
+    delays: list[float] = []
+
+    async def go():
+        async with _client(em, delays) as c:
+            await c.submit(BODY)
+
+    with pytest.raises(RateLimitError) as info:
+        asyncio.run(go())
+    assert delays == [] and em.counters["submit"] == 1 and em.ledger == []
+    assert info.value.retry_after and info.value.retry_after > 0
 
 
 def test_client_honours_fallback_suggestion_of_legacy_envelope():
@@ -120,21 +133,69 @@ def test_client_wire_variants_parse():
     assert html.code == "502"
 
 
-def test_adaptive_limit_halves_on_429_and_recovers():
+def test_adaptive_limit_starts_small_finds_the_cap_and_holds_it():
+    now = [0.0]
+
     async def go():
-        limit = AdaptiveLimit(8)
+        limit = AdaptiveLimit(32, clock=lambda: now[0])
+        assert limit.limit == AdaptiveLimit.START
+        for _ in range(8):
+            limit.success()  # slow start: one more per accepted submission
+        assert limit.limit == AdaptiveLimit.START + 8
+        limit.throttle(holding=8)  # the server refused while holding 8 of ours
+        assert limit.limit == 8
+        for _ in range(100):
+            limit.success()
+        assert limit.limit == 8  # no probing above the cap for a while
+        now[0] += AdaptiveLimit.HOLD + 1
+        for _ in range(8):
+            limit.success()
+        assert limit.limit == 9  # then one step per `limit` successes
+        limit.throttle()  # a 429 with no task of ours held: halve, once per burst
+        assert limit.limit == 4
         limit.throttle()
         assert limit.limit == 4
-        limit.throttle()  # the same burst: no second cut within a second
-        assert limit.limit == 4
-        for _ in range(4):
-            await limit.success()
-        assert limit.limit == 5
-        for _ in range(100):
-            await limit.success()
-        assert limit.limit == 8
 
     asyncio.run(go())
+
+
+def test_adaptive_limit_wakes_waiters_in_order_one_slot_each():
+    async def go():
+        limit = AdaptiveLimit(2)
+        order: list[int] = []
+
+        async def worker(i: int) -> None:
+            await limit.acquire()
+            order.append(i)
+            await asyncio.sleep(0.01)
+            limit.release()
+
+        await asyncio.gather(*(worker(i) for i in range(6)))
+        assert order == list(range(6)) and limit.in_use == 0
+
+        await limit.acquire()
+        await limit.acquire()
+        waiter = asyncio.create_task(limit.acquire())
+        await asyncio.sleep(0)
+        waiter.cancel()  # a cancelled waiter gives up its place without taking a slot
+        await asyncio.gather(waiter, return_exceptions=True)
+        limit.release()
+        assert limit.in_use == 1 and not limit._waiters
+
+    asyncio.run(go())
+
+
+def test_submit_429s_free_the_slot_and_never_leave_an_unknown_outcome(project):
+    """A 429 on submit is not retried while holding the slot or the journal's 'submitting' mark:
+    a build that gives up on it leaves a plain unbuilt asset, submitted normally next time."""
+    em = Emulator(EmulatorConfig(render="plain", faults=Faults(rate_429_retry_after=1.0)))
+    project.config(matrix_config(2, extra="  task_timeout: 1\n"))
+    report = api_build(project, em, retry=RetryPolicy(attempts=2, base=0.01, cap=0.02, max_advised=0.05))
+    assert report.exit_code == 1 and em.ledger == []
+    assert all("429" in r.error for r in report.results)
+    em.config.faults = Faults()
+    again = api_build(project, em)
+    assert again.exit_code == 0 and {r.outcome for r in again.results} == {Outcome.BUILT}
 
 
 def test_rate_limit_spaces_submissions(project):

@@ -119,3 +119,27 @@ def test_resume_frozen_never_adopts_orphans(project, tmp_path):
         assert sum(em.counters.values()) == before  # --frozen makes no request at all
         report = api_build(project, em, base_url=url)
         assert report.adopted == 1
+
+
+def test_a_run_killed_while_backing_off_a_429_leaves_nothing_of_unknown_outcome(project, tmp_path):
+    """'submitting' is journaled only while a submission is on the wire: a run killed while it waits
+    out 429s (nothing in flight) leaves plain unbuilt assets, submitted by the next build without
+    --retry-unknown."""
+    em = Emulator(EmulatorConfig(render="plain", latency=0.1, faults=Faults(rate_429=1.0)))
+    project.config(matrix_config(3, concurrency=3))
+    log = tmp_path / "first.log"
+    with serve_in_thread(em) as url:
+        with log.open("w") as fh:
+            proc = _cli(project, url, "build", stdout=fh, stderr=subprocess.STDOUT)
+            _wait_for(lambda: em.counters["status_429"] >= 6)  # every asset refused at least once
+            time.sleep(0.3)  # into a backoff wait
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        assert em.ledger == []
+        em.config.faults = Faults()
+        second = _cli(project, url, "build", "--json", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err.decode()
+    outcomes = Counter(a["status"] for a in json.loads(out)["assets"])
+    assert outcomes == {"built": 3}
+    assert len(em.ledger) == 3

@@ -121,19 +121,24 @@ class StarMagicClient:
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._key}"} if self._key else {}
 
-    async def _send(self, method: str, url: str, *, auth: bool, unsafe: bool = False,
+    async def _send(self, method: str, url: str, *, auth: bool, once: bool = False,
                     **kwargs: Any) -> httpx.Response:
-        """One logical request with retries. ``unsafe``: a lost answer must not be retried."""
+        """One logical request with retries.
+
+        ``once``: a single attempt whose errors go to the caller, and a lost answer (the request
+        may have been received) is UnknownOutcomeError, for requests that must not be repeated blind.
+        """
         headers = self._auth() if auth else {}
         err: ApiError | None = None
-        for attempt in range(self.retry.attempts):
+        attempts = 1 if once else self.retry.attempts
+        for attempt in range(attempts):
             self.requests += 1
             try:
                 resp = await self.http.request(method, url, headers=headers, **kwargs)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 err = TransientApiError(f"cannot reach {urlsplit(url).netloc}: {exc or type(exc).__name__}")
             except (httpx.TransportError, OSError) as exc:
-                if unsafe:
+                if once:
                     raise UnknownOutcomeError(
                         f"the connection was lost after the submission was sent ({type(exc).__name__}); "
                         "it may have been accepted and billed") from None
@@ -143,18 +148,21 @@ class StarMagicClient:
                 if resp.status_code < 400:
                     return resp
                 err = error_from_response(resp)
+                if once or not isinstance(err, TransientApiError):
+                    raise err
                 if isinstance(err, RateLimitError) and self.on_rate_limit:
                     self.on_rate_limit()
-                if not isinstance(err, TransientApiError):
-                    raise err
-            if attempt + 1 < self.retry.attempts:
+            if attempt + 1 < attempts:
                 await self._sleep(self.retry.delay(attempt, err.retry_after, self._rng))
         assert err is not None
         raise err
 
     async def submit(self, body: dict[str, Any]) -> Task:
-        """POST /v1/images/generations: the accepted task (its id must be journaled at once)."""
-        resp = await self._send("POST", f"{self.base_url}/v1/images/generations", auth=True, unsafe=True,
+        """POST /v1/images/generations, once: the accepted task (its id must be journaled at once).
+
+        Not retried here: the caller journals each attempt, and frees its slot on a refusal.
+        """
+        resp = await self._send("POST", f"{self.base_url}/v1/images/generations", auth=True, once=True,
                                 json=body)
         try:
             return parse_task(resp.json())
