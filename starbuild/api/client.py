@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from starbuild.api.pool import network_transport
 from starbuild.api.wire import Task, parse_error, parse_task
 from starbuild.errors import (
     ApiError, AuthError, BadRequestError, NotFoundError, QuotaError, RateLimitError, TransientApiError,
@@ -104,8 +105,7 @@ class StarMagicClient:
         self._rng = random.Random(seed)
         self._sleep = sleep
         self.on_rate_limit = on_rate_limit
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
-        self.http = httpx.AsyncClient(transport=transport, timeout=timeout, limits=limits,
+        self.http = httpx.AsyncClient(transport=transport or network_transport(), timeout=timeout,
                                       follow_redirects=True, trust_env=False)
         self.requests = 0
 
