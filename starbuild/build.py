@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from starbuild.config import Project
 from starbuild.errors import BudgetError, ConfigError, FrozenError, MissingKeyError
@@ -19,8 +19,10 @@ from starbuild.lockfile import LOCK_NAME, Lock, read_lock, write_lock
 from starbuild.outcome import AssetResult, BuildReport, Outcome
 from starbuild.planner import Plan, PlannedAsset, Status, make_plan
 from starbuild.project_lock import project_lock
-from starbuild.runner import Emit, RunOptions, Runner
 from starbuild.store import AssetDir, ObjectStore
+
+if TYPE_CHECKING:  # the runner and its HTTP stack load only when there is something to send
+    from starbuild.runner import Emit
 
 OFFLINE_BASE_URL = "http://starmagic.emulator"
 
@@ -75,10 +77,11 @@ def plan_project(project: Project, *, placeholder: bool = False, force=(), selec
 def _have_files(store: ObjectStore, assets: AssetDir) -> Callable[[dict], bool]:
     current = assets.current()
     base = assets.version_path(current) if current else None
+    stored = store.listing()  # one directory read per prefix instead of a stat per file
 
     def have(entry: dict) -> bool:
         for f in entry.get("files") or []:
-            if not (store.has(f.get("sha256", "")) or (base is not None and (base / f.get("path", "")).is_file())):
+            if not (f.get("sha256") in stored or (base is not None and (base / f.get("path", "")).is_file())):
                 return False
         return True
 
@@ -87,7 +90,15 @@ def _have_files(store: ObjectStore, assets: AssetDir) -> Callable[[dict], bool]:
 
 def build(project: Project, options: BuildOptions | None = None, **kwargs: Any) -> BuildReport:
     """Synchronous wrapper of abuild."""
-    return asyncio.run(abuild(project, options, **kwargs))
+    out: list[BuildReport] = []
+
+    async def main() -> None:
+        # The report stays out of the coroutine's return value: asyncio.run formats the main task
+        # (and so its result) when it restores the Ctrl-C handler, which costs seconds for a big one.
+        out.append(await abuild(project, options, **kwargs))
+
+    asyncio.run(main())
+    return out[0]
 
 
 async def abuild(project: Project, options: BuildOptions | None = None, *, transport=None,
@@ -156,8 +167,6 @@ def _api_key(project: Project, options: BuildOptions) -> str:
 
 
 async def _run(project, options, todo, journal, store, transport, emulator, emit) -> BuildReport:
-    from starbuild.api.client import StarMagicClient
-
     provider = project.config.provider
     # Paid tasks of earlier runs that are no longer planned are still fetched (never with --frozen,
     # which makes no request at all).
@@ -166,6 +175,9 @@ async def _run(project, options, todo, journal, store, transport, emulator, emit
         (h, rec) for h, rec in journal.inflight() if rec.get("state") == "submitted" and h not in planned]
     if not todo and not orphans:
         return BuildReport(results=[])
+    from starbuild.api.client import StarMagicClient
+    from starbuild.runner import RunOptions, Runner
+
     if options.offline:
         if transport is None:
             from starbuild.api.client import in_process_transport

@@ -147,8 +147,8 @@ def make_plan(project: Project, lock: Lock, *, placeholder: bool = False, force:
         h = spec.spec_hash(placeholder)
         prev = lock.assets.get(spec.name)
         # An offline build keeps a real image whose spec is unchanged rather than making a placeholder.
-        real_ok = placeholder and prev is not None and prev.get("spec_hash") == spec.spec_hash(False)
-        if real_ok:
+        if placeholder and prev is not None and prev.get("spec_hash") not in (None, h) and \
+                prev.get("spec_hash") == spec.spec_hash(False):
             h = prev["spec_hash"]
         if prev is None:
             status, reason = Status.NEW, "not built yet"

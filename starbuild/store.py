@@ -59,6 +59,21 @@ class ObjectStore:
                 for f in sub.iterdir():
                     yield f.name
 
+    def listing(self) -> set[str]:
+        """The hashes of every stored object, read once (for checking many at a time)."""
+        try:
+            subs = os.listdir(self.root)
+        except OSError:
+            return set()
+        out: set[str] = set()
+        for sub in subs:
+            if len(sub) == 2:
+                try:
+                    out.update(os.listdir(self.root / sub))
+                except OSError:
+                    pass
+        return out
+
     def remove(self, sha: str) -> None:
         self.path(sha).unlink(missing_ok=True)
 
