@@ -130,3 +130,31 @@ def test_serve_in_thread_refuses_a_port_in_use():
         with pytest.raises(OSError):
             with serve_in_thread(Emulator(), port=port):
                 pass
+
+
+def test_a_client_hanging_up_mid_request_is_not_logged_as_a_server_error():
+    """A build killed while sending a submission leaves half a body; the emulator shrugs."""
+    import logging
+    import socket
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    server_log = logging.getLogger("uvicorn.error")
+    em = Emulator(EmulatorConfig())
+    with serve_in_thread(em) as url:
+        server_log.addHandler(handler)  # after the server has set up its logging
+        try:
+            host, port = url.removeprefix("http://").split(":")
+            with socket.create_connection((host, int(port))) as sock:
+                sock.sendall(b"POST /v1/images/generations HTTP/1.1\r\nHost: x\r\n"
+                             b"Authorization: Bearer " + KEY.encode() + b"\r\n"
+                             b"Content-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"model\": ")
+                time.sleep(0.2)
+            time.sleep(0.3)
+            ok = httpx.get(f"{url}/v1/tasks/task-unified-1757156493-abcdefgh", headers=auth())
+        finally:
+            server_log.removeHandler(handler)
+    assert ok.status_code == 404  # still serving
+    assert em.counters["submit"] == 1 and em.ledger == []
+    assert [r.getMessage() for r in records if r.levelno >= logging.ERROR] == []

@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -129,7 +129,10 @@ class Emulator:
             if fault is not None:
                 await fault(scope, receive, counting_send)
                 return
-        await self._app(scope, receive, counting_send)
+        try:
+            await self._app(scope, receive, counting_send)
+        except ClientDisconnect:
+            pass  # the client hung up mid-request (a killed build): nobody is left to answer
 
     # --- answers ---------------------------------------------------------------------------
 
