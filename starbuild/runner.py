@@ -227,7 +227,7 @@ class Runner:
         self.rate = RateLimiter(self.options.rate_per_second)
         self.budget = Budget(self.options.max_credits)
         self.client.on_rate_limit = self.limit.throttle
-        self._holding = 0  # accepted tasks of ours not yet downloaded: what the server may be holding
+        self._holding = 0  # accepted tasks of ours the server has not finished: what it holds for us
         self._rng = random.Random(self.options.seed)
         self._upload_locks: dict[str, asyncio.Lock] = {}
 
@@ -286,8 +286,13 @@ class Runner:
         if rec and rec.get("state") == SUBMITTED:
             self.emit("resume", asset.name, {"task_id": rec["task_id"]})
             try:
-                files = await self._slot(self._poll_and_store(h, asset.name, request, rec["task_id"],
-                                                              rec.get("credits"), spec.dims))
+                await self.limit.acquire()
+                hold = _Hold(self)
+                try:
+                    files = await self._poll_and_store(h, asset.name, request, rec["task_id"], rec.get("credits"),
+                                                       spec.dims, hold=hold)
+                finally:
+                    hold.release()
                 return AssetResult(outcome=Outcome.RESUMED, files=files, task_id=rec["task_id"],
                                    credits=rec.get("credits") or 0.0, **common)
             except NotFoundError as exc:
@@ -301,22 +306,15 @@ class Runner:
                                       "been accepted and billed; rerun with --retry-unknown to submit it again")
         return await self._submit_cycle(asset, spec, h, request, common)
 
-    async def _slot(self, coro):
-        await self.limit.acquire()
-        self._holding += 1
-        try:
-            return await coro
-        finally:
-            self._holding -= 1
-            self.limit.release()
-
     async def _submit_cycle(self, asset: PlannedAsset, spec: GenerationSpec, h: str, request: dict,
                             common: dict) -> AssetResult:
         attempts = 0
         while True:
-            task, credits = await self._submit(asset, spec, h, request)
+            task, hold = await self._submit(asset, spec, h, request)
+            credits = task.credits_reserved
             try:
-                files = await self._slot_held_poll(h, asset.name, request, task, credits, spec)
+                files = await self._poll_and_store(h, asset.name, request, task.id, credits, spec.dims,
+                                                   first_wait=task.estimated_time, hold=hold)
                 return AssetResult(outcome=Outcome.BUILT, files=files, task_id=task.id,
                                    credits=credits or 0.0, **common)
             except TaskFailedError as exc:
@@ -326,17 +324,11 @@ class Runner:
                     self.emit("retry", asset.name, {"code": exc.code})
                     continue
                 raise
+            finally:
+                hold.release()
 
-    async def _slot_held_poll(self, h, name, request, task: Task, credits, spec) -> list[dict]:
-        try:
-            return await self._poll_and_store(h, name, request, task.id, credits, spec.dims,
-                                              first_wait=task.estimated_time)
-        finally:
-            self._holding -= 1
-            self.limit.release()
-
-    async def _submit(self, asset: PlannedAsset, spec: GenerationSpec, h: str, request: dict) -> tuple[Task, float | None]:
-        """Submit under the limits; returns with a concurrency slot held (released after the download).
+    async def _submit(self, asset: PlannedAsset, spec: GenerationSpec, h: str, request: dict) -> tuple[Task, "_Hold"]:
+        """Submit under the limits; returns the task and its concurrency slot, held until the task ends.
 
         Each attempt is a single request, journaled as "submitting" only while it is on the wire: an
         answer that refuses it (429, 5xx) or a server that cannot be reached clears the record and
@@ -396,12 +388,14 @@ class Runner:
             self.budget.settle(asset.credits, task.credits_reserved)
             self.emit("submitted", asset.name, {"task_id": task.id, "credits": task.credits_reserved})
             self.limit.success()
-            self._holding += 1
-            return task, task.credits_reserved
+            return task, _Hold(self)
 
     async def _poll_and_store(self, h: str, name: str, request: dict, task_id: str, credits: float | None,
-                              dims: tuple[int, int] | None, first_wait: float | None = None) -> list[dict]:
+                              dims: tuple[int, int] | None, first_wait: float | None = None,
+                              hold: "_Hold | None" = None) -> list[dict]:
         task = await self._wait_for(task_id, first_wait)
+        if hold is not None:
+            hold.release()  # the server is done with it: the next submission may start while we download
         if task.status == "failed":
             self.journal.forget(h)
             raise TaskFailedError(f"task {task_id} failed: {task.error_code}: {task.error_message or 'no message'}",
@@ -486,3 +480,18 @@ class Runner:
                 url, expires = await self.client.upload(path, mime)
                 self.uploads.put(ref.sha256, url, expires)
         return url
+
+
+class _Hold:
+    """One task's concurrency slot: counted as held by the server until released, released once."""
+
+    def __init__(self, runner: Runner):
+        self._runner = runner
+        self._held = True
+        runner._holding += 1
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._runner._holding -= 1
+            self._runner.limit.release()

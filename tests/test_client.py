@@ -205,3 +205,27 @@ def test_rate_limit_spaces_submissions(project):
     times = [e.created for e in em.ledger]
     gaps = [b - a for a, b in zip(times, times[1:])]
     assert len(gaps) == 3 and min(gaps) >= 0.045
+
+
+def test_a_finished_task_frees_its_slot_before_its_download(project):
+    """`concurrency` counts tasks the server is working on: with one slot, the second submission
+    goes out while the first image is still downloading."""
+    em = Emulator(EmulatorConfig(render="plain"))
+    events: list[str] = []
+
+    async def spy(scope, receive, send):
+        path = scope.get("path", "")
+        if path.startswith("/cdn/"):
+            events.append("download start")
+            await asyncio.sleep(0.3)
+            await em(scope, receive, send)
+            events.append("download end")
+            return
+        if path == "/v1/images/generations":
+            events.append("submit")
+        await em(scope, receive, send)
+
+    project.config(matrix_config(2, concurrency=1))
+    report = api_build(project, em, transport=httpx.ASGITransport(app=spy))
+    assert report.exit_code == 0 and len(em.ledger) == 2
+    assert events.index("submit", 1) < events.index("download end")
