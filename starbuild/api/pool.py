@@ -15,7 +15,9 @@ import httpcore
 import httpx
 
 MAX_IDLE = 64
-KEEPALIVE_EXPIRY = 5.0
+# Under the 5 s keep-alive of common servers (uvicorn's, so the emulator's): reusing a connection
+# the server is closing at that moment would lose a submission's answer (an unknown outcome).
+KEEPALIVE_EXPIRY = 4.0
 
 
 class StackPool:
