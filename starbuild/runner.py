@@ -56,9 +56,9 @@ class AdaptiveLimit:
 
     Slow start: every accepted submission adds one, up to ``max``. A submission refused with 429
     sets the limit to the number of our tasks the server was holding (its cap, as far as we can
-    tell), or halves it when there were none; after that the limit grows by one only after
-    ``limit`` accepted submissions in a row, and not for ``HOLD`` seconds after a 429. Waiters are
-    woken one slot at a time, in order.
+    tell), but never below half of it and only once per burst of 429s; after that the limit grows
+    by one only after ``limit`` accepted submissions in a row, and not for ``HOLD`` seconds after a
+    429. Waiters are woken one slot at a time, in order.
     """
 
     START = 4
@@ -84,8 +84,8 @@ class AdaptiveLimit:
             await fut  # the slot was counted for us by _wake
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
-                self.release()
-            else:
+                self.release()  # the slot was handed over just as we were cancelled: pass it on
+            elif fut in self._waiters:  # (_wake may already have dropped it)
                 self._waiters.remove(fut)
             raise
 
@@ -105,11 +105,9 @@ class AdaptiveLimit:
         now = self._clock()
         self._slow_start = False
         self._streak = 0
-        if holding:
-            self.limit = max(1, min(self.limit, holding))
-        elif now - self._last_cut > 1.0:  # one burst of 429s halves once, not to zero
-            self.limit = max(1, self.limit // 2)
-        self._last_cut = now
+        if now - self._last_cut > 1.0:  # one burst of 429s cuts once, and by half at most
+            self.limit = max(1, min(self.limit, max(holding or 0, self.limit // 2)))
+            self._last_cut = now
 
     def success(self) -> None:
         """A submission was accepted."""
@@ -288,6 +286,7 @@ class Runner:
             try:
                 await self.limit.acquire()
                 hold = _Hold(self)
+                self.limit.success()  # a task the server already holds counts as accepted
                 try:
                     files = await self._poll_and_store(h, asset.name, request, rec["task_id"], rec.get("credits"),
                                                        spec.dims, hold=hold)
@@ -337,12 +336,16 @@ class Runner:
         """
         deadline = time.monotonic() + self.options.task_timeout
         policy = self.client.retry
-        refusals = 0
+        failures = rate_limited = 0  # refusals in a row: 5xx or unreachable, and 429
         while True:
             if self.stopping:
                 raise Stop("not submitted: an earlier asset failed and --fail-fast is set")
             await self.limit.acquire()
-            await self.rate.wait()
+            try:
+                await self.rate.wait()
+            except BaseException:
+                self.limit.release()
+                raise
             if self.stopping or not self.budget.try_hold(asset.credits):
                 self.limit.release()
                 if self.stopping:
@@ -351,23 +354,28 @@ class Runner:
                            f"({self.budget.limit:g})")
             try:
                 body = spec.api_body(*await self._input_urls(spec))
+                self.emit("submit", asset.name, {})
             except BaseException:
                 self.budget.release(asset.credits)
                 self.limit.release()
                 raise
             self.journal.intend(h, asset.name, request)
-            self.emit("submit", asset.name, {})
             try:
                 task = await self.client.submit(body)
             except (RateLimitError, TransientApiError) as exc:  # refused or never sent: nothing in flight
                 refused: TransientApiError | None = exc
-            except UnknownOutcomeError:
-                self.budget.settle(asset.credits, None)  # it may have been billed: count it
+            except ApiError as exc:
+                if isinstance(exc, UnknownOutcomeError):
+                    self.budget.settle(asset.credits, None)  # it may have been billed: count it
+                else:  # a definite refusal (400, 401, 402, 403 ...)
+                    self.journal.forget(h)
+                    self.budget.release(asset.credits)
                 self.limit.release()
                 raise
             except BaseException:
-                self.journal.forget(h)
-                self.budget.release(asset.credits)
+                # Cancelled (Ctrl-C) or broken while the request may have been received: the
+                # outcome is unknown, so the "submitting" record stays and the next build says so.
+                self.budget.settle(asset.credits, None)
                 self.limit.release()
                 raise
             else:
@@ -375,14 +383,19 @@ class Runner:
             if refused is not None:
                 self.journal.forget(h)
                 self.budget.release(asset.credits)
+                self.limit.release()
                 if isinstance(refused, RateLimitError):
                     self.limit.throttle(self._holding)
-                self.limit.release()
-                refusals += 1
-                if (refusals >= policy.attempts and not isinstance(refused, RateLimitError)
-                        or time.monotonic() > deadline):
+                    rate_limited += 1
+                    attempt = rate_limited
+                else:
+                    failures += 1
+                    attempt = failures
+                    if failures >= policy.attempts:
+                        raise refused
+                if time.monotonic() > deadline:
                     raise refused
-                await asyncio.sleep(policy.delay(refusals - 1, refused.retry_after, self._rng))
+                await asyncio.sleep(policy.delay(attempt - 1, refused.retry_after, self._rng))
                 continue
             self.journal.submitted(h, asset.name, request, task.id, task.credits_reserved)
             self.budget.settle(asset.credits, task.credits_reserved)

@@ -229,3 +229,56 @@ def test_a_finished_task_frees_its_slot_before_its_download(project):
     report = api_build(project, em, transport=httpx.ASGITransport(app=spy))
     assert report.exit_code == 0 and len(em.ledger) == 2
     assert events.index("submit", 1) < events.index("download end")
+
+
+def test_adaptive_limit_a_waiter_cancelled_as_a_slot_frees_raises_cancelled():
+    async def go():
+        limit = AdaptiveLimit(1)
+        await limit.acquire()
+        first = asyncio.create_task(limit.acquire())
+        second = asyncio.create_task(limit.acquire())
+        await asyncio.sleep(0)
+        first.cancel()  # its place is dropped by the release below before it runs
+        limit.release()
+        results = await asyncio.gather(first, second, return_exceptions=True)
+        assert isinstance(results[0], asyncio.CancelledError) and results[1] is None
+        assert limit.in_use == 1 and not limit._waiters
+
+    asyncio.run(go())
+
+
+def test_ctrl_c_while_a_submission_is_on_the_wire_never_pays_twice(project):
+    """Cancelled (as Ctrl-C cancels a build) after the server accepted the task but before its
+    answer arrived: the next build reports the outcome unknown instead of submitting again."""
+    from starbuild.build import BuildOptions, abuild
+    from starbuild.resolve import load_and_resolve
+
+    em = Emulator(EmulatorConfig(render="plain"))
+
+    async def late_answers(scope, receive, send):
+        if scope.get("path") == "/v1/images/generations":
+            async def late_send(message):
+                await asyncio.sleep(30)
+                await send(message)
+            return await em(scope, receive, late_send)
+        return await em(scope, receive, send)
+
+    project.config(matrix_config(1))
+
+    async def first():
+        proj, specs = load_and_resolve(project.root / "starbuild.yaml")
+        env = {**__import__("os").environ, "STARMAGIC_API_KEY": KEY}
+        build = asyncio.create_task(abuild(proj, BuildOptions(env=env, specs=specs),
+                                           transport=httpx.ASGITransport(app=late_answers)))
+        while not em.ledger:
+            await asyncio.sleep(0.01)
+        build.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await build
+
+    asyncio.run(first())
+    again = api_build(project, em)
+    assert again.exit_code == 1 and "--retry-unknown" in again.results[0].error
+    assert len(em.ledger) == 1
+    third = api_build(project, em, retry_unknown=True)
+    assert third.exit_code == 0 and len(em.ledger) == 2  # paid again only when asked to

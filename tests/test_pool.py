@@ -127,3 +127,23 @@ def test_a_refused_connection_is_an_httpx_error_and_leaves_nothing_behind():
             assert _idle(transport) == [] and transport._pool._busy == set()
 
     asyncio.run(go())
+
+
+def test_the_longest_idle_connection_is_swept_when_it_expires(monkeypatch):
+    monkeypatch.setattr(pool, "KEEPALIVE_EXPIRY", 0.5)
+    em = Emulator(EmulatorConfig())
+
+    async def go(url):
+        transport = network_transport()
+        async with httpx.AsyncClient(transport=transport, base_url=url) as client:
+            get = lambda: client.get(TASK, headers={"Authorization": f"Bearer {KEY}"})  # noqa: E731
+            await asyncio.gather(get(), get())
+            oldest, newest = _idle(transport)
+            await asyncio.sleep(0.3)
+            await get()  # reuses the newest; the oldest stays below it, idle
+            await asyncio.sleep(0.3)  # now only the oldest has outlived the expiry
+            await get()  # reuses the newest again, and on giving it back sweeps the oldest
+            assert _idle(transport) == [newest] and oldest.is_closed()
+
+    with serve_in_thread(em) as url:
+        asyncio.run(go(url))

@@ -58,6 +58,8 @@ class StackPool:
     async def _give_back(self, conn: httpcore.AsyncHTTPConnection, origin: httpcore.Origin) -> None:
         self._busy.discard(conn)
         stack = self._idle.setdefault(_key(origin), [])
+        if stack and stack[0].has_expired():  # the longest idle one: swept here, one per response
+            await stack.pop(0).aclose()
         if conn.is_idle() and len(stack) < MAX_IDLE:
             stack.append(conn)
         else:
