@@ -65,6 +65,49 @@ def run_safely(fn):
     return wrapper
 
 
+def _late_global(ctx: click.Context, param: click.Parameter, value):
+    """A global flag given after the command name (``starbuild build -C DIR``) counts the same."""
+    obj = ctx.find_object(Context)
+    if obj is None or value in (None, 0, False):
+        return value
+    if param.name == "directory":
+        _check_directory(value)
+        obj.directory = Path(value)
+    elif param.name == "file":
+        obj.file = Path(value)
+    elif param.name == "verbose":
+        obj.verbose += value
+    elif param.name == "quiet":
+        obj.quiet = True
+    return value
+
+
+def _global_options() -> list[click.Option]:
+    return [
+        click.Option(["-C", "directory"], metavar="DIR", help="Run as if started in DIR.",
+                     callback=_late_global, expose_value=False),
+        click.Option(["-f", "file"], metavar="FILE", help="Use FILE as the config (default: starbuild.yaml).",
+                     callback=_late_global, expose_value=False),
+        click.Option(["-v", "--verbose"], count=True, help="More detail, including each HTTP request (never its key).",
+                     callback=_late_global, expose_value=False),
+        click.Option(["-q", "--quiet"], is_flag=True, help="Only errors and the final summary.",
+                     callback=_late_global, expose_value=False),
+    ]
+
+
+class GlobalCommand(click.Command):
+    """A command that also takes the global flags after its name, as SPEC.md's examples write them."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.params.extend(_global_options())
+
+
+def _check_directory(directory: str) -> None:
+    if not Path(directory).is_dir():
+        raise click.UsageError(f"-C {directory}: no such directory")
+
+
 class LazyGroup(click.Group):
     """A group whose rarely used commands are imported only when run (keeps --help fast)."""
 
@@ -105,11 +148,12 @@ class LazyGroup(click.Group):
 @click.pass_context
 def main(ctx: click.Context, directory: str | None, file: str | None, verbose: int, quiet: bool) -> None:
     """Build AI image assets declared in starbuild.yaml with the StarMagic image API."""
-    if directory and not Path(directory).is_dir():
-        raise click.UsageError(f"-C {directory}: no such directory")
+    if directory:
+        _check_directory(directory)
     ctx.obj = Context(directory, file, verbose, quiet)
 
 
+main.command_class = GlobalCommand
 pass_ctx = click.make_pass_decorator(Context)
 
 

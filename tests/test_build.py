@@ -312,3 +312,35 @@ def test_build_expired_result_link_fails_clearly_and_publishes_nothing(project):
     again = api_build(project, em)
     assert len(em.ledger) == 2
     assert all("the next build submits it again" in r.error for r in again.results)
+
+
+def test_readme_quick_start_word_for_word(tmp_path):
+    """`starbuild build -C examples/game-icons --offline`, global flags after the command name,
+    run from a folder holding a copy of the example, as the README and SPEC.md §1 write it."""
+    import re
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    readme = (repo / "README.md").read_text()
+    command = re.search(r"pip install -e \. && (starbuild build [^\n`]+)", readme).group(1)
+    assert command == "starbuild build -C examples/game-icons --offline"
+    shutil.copytree(repo / "examples" / "game-icons", tmp_path / "examples" / "game-icons")
+    env = {k: v for k, v in os.environ.items() if k not in ("STARMAGIC_API_KEY", "STARBUILD_CACHE_DIR")}
+    argv = [sys.executable, "-m", "starbuild", *command.split()[1:]]
+    first = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    lock = json.loads((tmp_path / "examples" / "game-icons" / "starbuild.lock").read_text())
+    assert lock["assets"] and all(e["placeholder"] for e in lock["assets"].values())
+    # -f and -q after the command name too; a bad -C there is a usage error (exit 2).
+    again = subprocess.run([sys.executable, "-m", "starbuild", "plan", "-C", "examples/game-icons",
+                            "-f", "starbuild.yaml", "-q", "--json"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    planned = json.loads(again.stdout)["assets"]  # an online plan replaces every placeholder
+    assert planned and all(a["status"] == "changed" and "placeholder" in a["reason"] for a in planned)
+    bad = subprocess.run([sys.executable, "-m", "starbuild", "build", "-C", "missing"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "-C missing: no such directory" in bad.stderr
