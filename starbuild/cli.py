@@ -70,27 +70,28 @@ def _late_global(ctx: click.Context, param: click.Parameter, value):
     obj = ctx.find_object(Context)
     if obj is None or value in (None, 0, False):
         return value
-    if param.name == "directory":
+    if param.name == "late_directory":
         _check_directory(value)
         obj.directory = Path(value)
-    elif param.name == "file":
+    elif param.name == "late_file":
         obj.file = Path(value)
-    elif param.name == "verbose":
+    elif param.name == "late_verbose":
         obj.verbose += value
-    elif param.name == "quiet":
+    elif param.name == "late_quiet":
         obj.quiet = True
     return value
 
 
 def _global_options() -> list[click.Option]:
+    # Named apart from the commands' own parameters (init takes a DIRECTORY argument).
     return [
-        click.Option(["-C", "directory"], metavar="DIR", help="Run as if started in DIR.",
+        click.Option(["-C", "late_directory"], metavar="DIR", help="Run as if started in DIR.",
                      callback=_late_global, expose_value=False),
-        click.Option(["-f", "file"], metavar="FILE", help="Use FILE as the config (default: starbuild.yaml).",
+        click.Option(["-f", "late_file"], metavar="FILE", help="Use FILE as the config (default: starbuild.yaml).",
                      callback=_late_global, expose_value=False),
-        click.Option(["-v", "--verbose"], count=True, help="More detail, including each HTTP request (never its key).",
+        click.Option(["-v", "--verbose", "late_verbose"], count=True, help="More detail, including each HTTP request (never its key).",
                      callback=_late_global, expose_value=False),
-        click.Option(["-q", "--quiet"], is_flag=True, help="Only errors and the final summary.",
+        click.Option(["-q", "--quiet", "late_quiet"], is_flag=True, help="Only errors and the final summary.",
                      callback=_late_global, expose_value=False),
     ]
 
