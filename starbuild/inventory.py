@@ -75,7 +75,7 @@ def collect_garbage(project: Project) -> tuple[int, int]:
         finally:
             journal.close()
         removed = freed = 0
-        for sha in list(store.all()):
+        for sha in sorted(store.listing()):
             if sha not in keep:
                 freed += store.path(sha).stat().st_size
                 store.remove(sha)

@@ -13,7 +13,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from starbuild.errors import StoreError
 from starbuild.lockfile import atomic_write, dump_json
@@ -50,14 +50,6 @@ class ObjectStore:
         d = self.root / "tmp"
         d.mkdir(parents=True, exist_ok=True)
         return d
-
-    def all(self) -> Iterable[str]:
-        if not self.root.is_dir():
-            return
-        for sub in self.root.iterdir():
-            if sub.is_dir() and len(sub.name) == 2:
-                for f in sub.iterdir():
-                    yield f.name
 
     def listing(self) -> set[str]:
         """The hashes of every stored object, read once (for checking many at a time)."""
