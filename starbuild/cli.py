@@ -70,29 +70,34 @@ def _late_global(ctx: click.Context, param: click.Parameter, value):
     obj = ctx.find_object(Context)
     if obj is None or value in (None, 0, False):
         return value
-    if param.name == "late_directory":
+    name = param.name.removeprefix("late_")
+    if name == "directory":
         _check_directory(value)
         obj.directory = Path(value)
-    elif param.name == "late_file":
+    elif name == "file":
         obj.file = Path(value)
-    elif param.name == "late_verbose":
+    elif name == "verbose":
         obj.verbose += value
-    elif param.name == "late_quiet":
+    elif name == "quiet":
         obj.quiet = True
     return value
 
 
-def _global_options() -> list[click.Option]:
-    # Named apart from the commands' own parameters (init takes a DIRECTORY argument).
+def _global_options(late: bool = False) -> list[click.Option]:
+    """The global flags: the group's, or (``late``) a command's copy that updates the group's Context.
+
+    A command's copies are named apart from its own parameters (init takes a DIRECTORY argument).
+    """
+    name = "late_{}".format if late else "{}".format
+    extra = dict(callback=_late_global, expose_value=False) if late else {}
     return [
-        click.Option(["-C", "late_directory"], metavar="DIR", help="Run as if started in DIR.",
-                     callback=_late_global, expose_value=False),
-        click.Option(["-f", "late_file"], metavar="FILE", help="Use FILE as the config (default: starbuild.yaml).",
-                     callback=_late_global, expose_value=False),
-        click.Option(["-v", "--verbose", "late_verbose"], count=True, help="More detail, including each HTTP request (never its key).",
-                     callback=_late_global, expose_value=False),
-        click.Option(["-q", "--quiet", "late_quiet"], is_flag=True, help="Only errors and the final summary.",
-                     callback=_late_global, expose_value=False),
+        click.Option(["-C", name("directory")], metavar="DIR", help="Run as if started in DIR.", **extra),
+        click.Option(["-f", name("file")], metavar="FILE", help="Use FILE as the config (default: starbuild.yaml).",
+                     **extra),
+        click.Option(["-v", "--verbose", name("verbose")], count=True,
+                     help="More detail, including each HTTP request (never its key).", **extra),
+        click.Option(["-q", "--quiet", name("quiet")], is_flag=True, help="Only errors and the final summary.",
+                     **extra),
     ]
 
 
@@ -101,7 +106,7 @@ class GlobalCommand(click.Command):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.params.extend(_global_options())
+        self.params.extend(_global_options(late=True))
 
 
 def _check_directory(directory: str) -> None:
@@ -140,11 +145,7 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-C", "directory", metavar="DIR", help="Run as if started in DIR.")
-@click.option("-f", "file", metavar="FILE", help="Use FILE as the config (default: starbuild.yaml).")
-@click.option("-v", "--verbose", count=True, help="More detail, including each HTTP request (never its key).")
-@click.option("-q", "--quiet", is_flag=True, help="Only errors and the final summary.")
+@click.group(cls=LazyGroup, params=_global_options(), context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="starbuild")
 @click.pass_context
 def main(ctx: click.Context, directory: str | None, file: str | None, verbose: int, quiet: bool) -> None:
