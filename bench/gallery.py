@@ -20,9 +20,9 @@ import httpx
 
 
 def make_project(root: Path, count: int) -> None:
-    from starbuild.build import BuildOptions, build
+    from starbuild.engine.build import BuildOptions, build
     from starbuild.emulator import Emulator, EmulatorConfig
-    from starbuild.resolve import load_and_resolve
+    from starbuild.config.resolve import load_and_resolve
 
     root.mkdir(parents=True)
     (root / "starbuild.yaml").write_text(
@@ -36,8 +36,8 @@ def make_project(root: Path, count: int) -> None:
 
 
 def timings(root: Path, runs: int = 7) -> tuple[float, float, float, int]:
-    from starbuild.config import load_config
-    from starbuild.gallery import GalleryState, create_app
+    from starbuild.config.project import load_config
+    from starbuild.ui.gallery import GalleryState, create_app
 
     os.environ["STARBUILD_CACHE_DIR"] = str(root / ".cache")
     app = create_app(GalleryState(load_config(root / "starbuild.yaml")))

@@ -45,9 +45,9 @@ def write_project(root: Path, count: int) -> None:
 
 def first_build(root: Path):
     """Build everything once, offline, with plain placeholders."""
-    from starbuild.build import OFFLINE_BASE_URL, BuildOptions, build
+    from starbuild.engine.build import OFFLINE_BASE_URL, BuildOptions, build
     from starbuild.emulator import Emulator, EmulatorConfig
-    from starbuild.resolve import load_and_resolve
+    from starbuild.config.resolve import load_and_resolve
 
     project, specs = load_and_resolve(root / "starbuild.yaml")
     emulator = Emulator(EmulatorConfig(render="plain", public_url=OFFLINE_BASE_URL))
@@ -60,9 +60,9 @@ def first_build(root: Path):
 
 def in_process_noop(root: Path) -> tuple[dict, int, int, float]:
     """A no-op build in-process against an Emulator: (its counters, client requests, version, seconds)."""
-    from starbuild.build import OFFLINE_BASE_URL, BuildOptions, build
+    from starbuild.engine.build import OFFLINE_BASE_URL, BuildOptions, build
     from starbuild.emulator import Emulator, EmulatorConfig
-    from starbuild.resolve import load_and_resolve
+    from starbuild.config.resolve import load_and_resolve
 
     emulator = Emulator(EmulatorConfig(render="plain", public_url=OFFLINE_BASE_URL))
     start = time.perf_counter()
@@ -116,7 +116,7 @@ def main() -> None:
         write_project(root, assets)
         start = time.perf_counter()
         report = first_build(root)
-        from starbuild.outcome import Outcome
+        from starbuild.engine.outcome import Outcome
 
         built = report.count(Outcome.BUILT)
         print(f"setup: first build of {built} assets (offline, plain) in {time.perf_counter() - start:.1f} s")

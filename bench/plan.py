@@ -32,8 +32,8 @@ images:
 
 
 def plan_seconds(root: Path) -> tuple[float, int]:
-    from starbuild.build import plan_project
-    from starbuild.resolve import load_and_resolve
+    from starbuild.engine.build import plan_project
+    from starbuild.config.resolve import load_and_resolve
 
     start = time.perf_counter()
     project, specs = load_and_resolve(root / "starbuild.yaml")

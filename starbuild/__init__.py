@@ -1,7 +1,7 @@
 """starbuild: a declarative asset builder for StarMagic images.
 
 The public API is loaded on first use, so that ``import starbuild`` (and ``starbuild --help``)
-stays fast. The synchronous ``build()`` lives in ``starbuild.build`` (the submodule's name would
+stays fast. The synchronous ``build()`` lives in ``starbuild.engine.build`` (the submodule's name would
 shadow it here).
 """
 
@@ -15,10 +15,10 @@ __all__ = [
 ]
 
 _HOMES = {
-    "BuildOptions": "build", "abuild": "build", "plan_project": "build",
-    "BuildReport": "outcome", "Outcome": "outcome",
+    "BuildOptions": "engine.build", "abuild": "engine.build", "plan_project": "engine.build",
+    "BuildReport": "engine.outcome", "Outcome": "engine.outcome",
     "ConfigError": "errors", "StarbuildError": "errors",
-    "load_config": "config", "make_plan": "planner", "Plan": "planner",
+    "load_config": "config.project", "make_plan": "plan.planner", "Plan": "plan.planner",
 }
 
 

@@ -1,3 +1,3 @@
-from starbuild.cli import main
+from starbuild.cli.main import main
 
 main()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from starbuild.cli import main
+from starbuild.cli.main import main
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -81,8 +81,8 @@ def api_build(proj: Project, emulator, *, key: str | None = KEY, transport=None,
     import httpx
 
     from starbuild.api.client import RetryPolicy
-    from starbuild.build import BuildOptions, build
-    from starbuild.resolve import load_and_resolve
+    from starbuild.engine.build import BuildOptions, build
+    from starbuild.config.resolve import load_and_resolve
 
     project, specs = load_and_resolve(proj.root / "starbuild.yaml")
     env = dict(os.environ)

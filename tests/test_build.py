@@ -10,7 +10,7 @@ import pytest
 
 from conftest import KEY, api_build, ledger_prompts, matrix_config
 from starbuild.emulator import Emulator, EmulatorConfig, Faults
-from starbuild.outcome import Outcome
+from starbuild.engine.outcome import Outcome
 
 
 def _current_files(proj) -> list[str]:

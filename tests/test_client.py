@@ -12,8 +12,8 @@ from starbuild.api.client import RetryPolicy, StarMagicClient
 from starbuild.api.wire import parse_error, parse_task
 from starbuild.emulator import Emulator, EmulatorConfig, Faults, serve_in_thread
 from starbuild.errors import RateLimitError, TransientApiError, UnknownOutcomeError
-from starbuild.outcome import Outcome
-from starbuild.runner import AdaptiveLimit
+from starbuild.engine.outcome import Outcome
+from starbuild.engine.runner import AdaptiveLimit
 
 BODY = {"model": "gpt-image-2", "prompt": "a kite", "size": "1:1", "quality": "low"}
 
@@ -250,8 +250,8 @@ def test_adaptive_limit_a_waiter_cancelled_as_a_slot_frees_raises_cancelled():
 def test_ctrl_c_while_a_submission_is_on_the_wire_never_pays_twice(project):
     """Cancelled (as Ctrl-C cancels a build) after the server accepted the task but before its
     answer arrived: the next build reports the outcome unknown instead of submitting again."""
-    from starbuild.build import BuildOptions, abuild
-    from starbuild.resolve import load_and_resolve
+    from starbuild.engine.build import BuildOptions, abuild
+    from starbuild.config.resolve import load_and_resolve
 
     em = Emulator(EmulatorConfig(render="plain"))
 

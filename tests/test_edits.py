@@ -6,7 +6,7 @@ from PIL import Image
 
 from conftest import api_build
 from starbuild.emulator import Emulator, EmulatorConfig
-from starbuild.outcome import Outcome
+from starbuild.engine.outcome import Outcome
 
 CHAIN = """\
 version: 1
@@ -155,7 +155,7 @@ def test_edits_reference_not_an_image_is_refused(project):
 
 
 def test_edits_upload_cache_reuses_until_near_expiry():
-    from starbuild.runner import UploadCache
+    from starbuild.engine.runner import UploadCache
 
     now = [1000.0]
     cache = UploadCache(clock=lambda: now[0])

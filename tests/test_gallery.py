@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from conftest import REPO, matrix_config
-from starbuild.config import load_config
-from starbuild.gallery import GalleryState, create_app, serve_gallery
-from starbuild.outcome import AssetResult, BuildReport, Outcome
+from starbuild.config.project import load_config
+from starbuild.ui.gallery import GalleryState, create_app, serve_gallery
+from starbuild.engine.outcome import AssetResult, BuildReport, Outcome
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"

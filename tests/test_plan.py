@@ -9,7 +9,7 @@ import pytest
 
 from conftest import REPO, run
 from starbuild.models import GPT2_RATIOS, RESOLUTIONS, check_request, dimensions, ratio_dimensions
-from starbuild.spec import GenerationSpec
+from starbuild.plan.spec import GenerationSpec
 
 BASE = """\
 version: 1

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from conftest import KEY, api_build, ledger_prompts, matrix_config
 from starbuild.emulator import Emulator, EmulatorConfig, Faults, serve_in_thread
-from starbuild.outcome import Outcome
+from starbuild.engine.outcome import Outcome
 
 
 def _cli(proj, url: str, *args: str, **popen):

@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from conftest import api_build
 from starbuild.emulator import Emulator, EmulatorConfig, ManualClock, serve_in_thread
-from starbuild.outcome import Outcome
+from starbuild.engine.outcome import Outcome
 
 CANARY = "sk-canary-4c1e9b7f0a2d6e83"
 

@@ -13,10 +13,10 @@ import time
 import httpx
 
 from conftest import KEY, matrix_config
-from starbuild.build import BuildOptions
+from starbuild.engine.build import BuildOptions
 from starbuild.emulator import Emulator, EmulatorConfig
-from starbuild.outcome import Outcome
-from starbuild.watch import Watcher
+from starbuild.engine.outcome import Outcome
+from starbuild.ui.watch import Watcher
 
 
 class Running:

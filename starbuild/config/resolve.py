@@ -10,12 +10,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from starbuild.config import Image, Project
+from starbuild.config.project import Image, Project
 from starbuild.errors import ConfigError, Issue
-from starbuild.matrix import Cell, expand
+from starbuild.config.matrix import Cell, expand
 from starbuild.models import GPT_IMAGE_2, check_options, check_prompt
-from starbuild.spec import GenerationSpec, InputRef, sha256_hex
-from starbuild.templating import TemplateProblem, Templates
+from starbuild.plan.spec import GenerationSpec, InputRef, sha256_hex
+from starbuild.config.templating import TemplateProblem, Templates
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 MAX_INPUT_BYTES = 50 * 1024 * 1024
@@ -308,7 +308,7 @@ def _cell_text(key: str, cell: Cell) -> str:
 
 def load_and_resolve(path: Path) -> tuple[Project, list[GenerationSpec]]:
     """Load a config and resolve it, reporting schema and resolution problems together."""
-    from starbuild.config import load_config
+    from starbuild.config.project import load_config
 
     try:
         project = load_config(path)

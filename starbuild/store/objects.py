@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from starbuild.errors import StoreError
-from starbuild.lockfile import atomic_write, dump_json
+from starbuild.store.lockfile import atomic_write, dump_json
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
 CURRENT = "current"

@@ -23,12 +23,12 @@ from starbuild.errors import (
     ApiError, NotFoundError, RateLimitError, StarbuildError, TaskFailedError, TransientApiError, UnknownOutcomeError,
     VerifyError,
 )
-from starbuild.journal import STORED, SUBMITTED, SUBMITTING, Journal
-from starbuild.outcome import AssetResult, Outcome
-from starbuild.planner import PlannedAsset
-from starbuild.spec import GenerationSpec, InputRef
-from starbuild.store import ObjectStore
-from starbuild.verify import verify_image
+from starbuild.engine.journal import STORED, SUBMITTED, SUBMITTING, Journal
+from starbuild.engine.outcome import AssetResult, Outcome
+from starbuild.plan.planner import PlannedAsset
+from starbuild.plan.spec import GenerationSpec, InputRef
+from starbuild.store.objects import ObjectStore
+from starbuild.engine.verify import verify_image
 
 log = logging.getLogger("starbuild")
 Emit = Callable[[str, str, dict], None]

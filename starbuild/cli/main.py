@@ -27,13 +27,13 @@ class Context:
 
     @property
     def config_path(self) -> Path:
-        from starbuild.config import find_config
+        from starbuild.config.project import find_config
 
         return find_config(self.directory, self.file)
 
     def load(self):
         """The project, with every config problem (schema and resolution) reported at once."""
-        from starbuild.resolve import load_and_resolve
+        from starbuild.config.resolve import load_and_resolve
 
         project, self.specs = load_and_resolve(self.config_path)
         return project
@@ -188,8 +188,8 @@ def init(ctx: Context, directory: str | None) -> None:
 @run_safely
 def validate(ctx: Context) -> None:
     """Check the config and every template, file and model rule; no network."""
-    from starbuild.planner import order_by_dependencies
-    from starbuild.resolve import load_and_resolve
+    from starbuild.plan.planner import order_by_dependencies
+    from starbuild.config.resolve import load_and_resolve
 
     project, specs = load_and_resolve(ctx.config_path)
     specs = order_by_dependencies(project, specs)
@@ -204,8 +204,8 @@ def validate(ctx: Context) -> None:
 @run_safely
 def plan(ctx: Context, as_json: bool, offline: bool) -> None:
     """List every asset as new / changed / unchanged / removed, why, and the estimated credits."""
-    from starbuild.build import plan_project
-    from starbuild.report import dump_json, render_plan
+    from starbuild.engine.build import plan_project
+    from starbuild.cli.report import dump_json, render_plan
 
     the_plan = plan_project(ctx.load(), placeholder=offline, specs=ctx.specs)
     if as_json:
@@ -234,8 +234,8 @@ def plan(ctx: Context, as_json: bool, offline: bool) -> None:
 def build(ctx: Context, names, offline, dry_run, max_credits, concurrency, frozen, as_json, force,
           keep_going, retry_failed, retry_unknown, wait) -> None:
     """Build what is new or changed (all, or the named assets and what they depend on)."""
-    from starbuild.build import BuildOptions, build as run_build, plan_project
-    from starbuild.report import dump_json, render_plan
+    from starbuild.engine.build import BuildOptions, build as run_build, plan_project
+    from starbuild.cli.report import dump_json, render_plan
 
     _setup_logging(ctx)
     project = ctx.load()
@@ -251,14 +251,14 @@ def build(ctx: Context, names, offline, dry_run, max_credits, concurrency, froze
     if as_json:
         dump_json(report.to_json())
     else:
-        from starbuild.progress import render_summary
+        from starbuild.ui.progress import render_summary
 
         render_summary(report)
     sys.exit(int(report.exit_code))
 
 
 def _progress(ctx: Context, as_json: bool):
-    from starbuild.progress import LiveProgress, PlainProgress
+    from starbuild.ui.progress import LiveProgress, PlainProgress
 
     if sys.stderr.isatty() and not ctx.quiet and not as_json:
         return LiveProgress()
@@ -280,8 +280,8 @@ def _setup_logging(ctx: Context) -> None:
 @run_safely
 def ls_command(ctx: Context, as_json: bool) -> None:
     """The current assets with files, sizes, hashes and provenance."""
-    from starbuild.inventory import list_assets
-    from starbuild.report import dump_json
+    from starbuild.store.inventory import list_assets
+    from starbuild.cli.report import dump_json
 
     data = list_assets(ctx.load())
     if as_json:
@@ -301,7 +301,7 @@ def ls_command(ctx: Context, as_json: bool) -> None:
 @run_safely
 def versions(ctx: Context) -> None:
     """List the asset versions."""
-    from starbuild.inventory import list_versions
+    from starbuild.store.inventory import list_versions
 
     rows = list_versions(ctx.load())
     for v in rows:
@@ -317,7 +317,7 @@ def versions(ctx: Context) -> None:
 @run_safely
 def rollback(ctx: Context, version: int) -> None:
     """Make version N current again and restore its lockfile, with no API call."""
-    from starbuild.inventory import rollback as do_rollback
+    from starbuild.store.inventory import rollback as do_rollback
 
     do_rollback(ctx.load(), version)
     click.echo(f"v{version:04d} is current; starbuild.lock restored from its manifest")
@@ -328,7 +328,7 @@ def rollback(ctx: Context, version: int) -> None:
 @run_safely
 def gc(ctx: Context) -> None:
     """Drop pruned versions' leftovers and cache objects nothing references."""
-    from starbuild.inventory import collect_garbage
+    from starbuild.store.inventory import collect_garbage
 
     removed, freed = collect_garbage(ctx.load())
     click.echo(f"removed {removed} unreferenced objects ({freed / 2**20:.1f} MB)")
@@ -345,9 +345,9 @@ def gc(ctx: Context) -> None:
 @run_safely
 def watch(ctx: Context, offline: bool, serve_port: int | None, yes: bool, concurrency, max_credits) -> None:
     """Build, then rebuild on every change to the config, templates, data and input files."""
-    from starbuild.build import BuildOptions
-    from starbuild.gallery import GalleryState, serve_gallery
-    from starbuild.watch import Watcher, terminal_confirm
+    from starbuild.engine.build import BuildOptions
+    from starbuild.ui.gallery import GalleryState, serve_gallery
+    from starbuild.ui.watch import Watcher, terminal_confirm
 
     _setup_logging(ctx)
     state = GalleryState()
@@ -367,7 +367,7 @@ def watch(ctx: Context, offline: bool, serve_port: int | None, yes: bool, concur
 
 
 def _plain_progress():
-    from starbuild.progress import PlainProgress
+    from starbuild.ui.progress import PlainProgress
 
     return PlainProgress()
 
@@ -378,7 +378,7 @@ def _plain_progress():
 @run_safely
 def serve(ctx: Context, port: int) -> None:
     """Serve the preview gallery of the current assets (no watching)."""
-    from starbuild.gallery import GalleryState, serve_gallery
+    from starbuild.ui.gallery import GalleryState, serve_gallery
 
     state = GalleryState(ctx.load())
     click.echo(f"gallery: http://127.0.0.1:{port}/ (Ctrl-C to stop)", err=True)
@@ -388,6 +388,6 @@ def serve(ctx: Context, port: int) -> None:
 @main.command()
 def schema() -> None:
     """Print the JSON Schema of starbuild.yaml."""
-    from starbuild.schema import schema_text
+    from starbuild.config.schema import schema_text
 
     click.echo(schema_text(), nl=False)

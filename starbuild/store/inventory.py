@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from starbuild.build import asset_dir, cache_dir
-from starbuild.config import Project
+from starbuild.engine.build import asset_dir, cache_dir
+from starbuild.config.project import Project
 from starbuild.errors import UsageError
-from starbuild.lockfile import LOCK_NAME, Lock, read_lock, write_lock
-from starbuild.store import ObjectStore
+from starbuild.store.lockfile import LOCK_NAME, Lock, read_lock, write_lock
+from starbuild.store.objects import ObjectStore
 
 
 def list_assets(project: Project) -> dict[str, Any]:
@@ -36,7 +36,7 @@ def list_versions(project: Project) -> list[dict[str, Any]]:
 
 def rollback(project: Project, version: int) -> None:
     """Make a version current and write the lockfile its manifest records."""
-    from starbuild.project_lock import project_lock
+    from starbuild.engine.project_lock import project_lock
 
     assets = asset_dir(project)
     if version not in assets.versions():
@@ -52,8 +52,8 @@ def rollback(project: Project, version: int) -> None:
 
 def collect_garbage(project: Project) -> tuple[int, int]:
     """Delete objects and journal records that no version, lockfile or unfinished task needs."""
-    from starbuild.journal import Journal
-    from starbuild.project_lock import project_lock
+    from starbuild.engine.journal import Journal
+    from starbuild.engine.project_lock import project_lock
 
     cache = cache_dir(project)
     store = ObjectStore(cache)

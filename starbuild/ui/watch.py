@@ -13,13 +13,13 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from starbuild.build import BuildOptions, asset_dir, build, cache_dir, plan_project
+from starbuild.engine.build import BuildOptions, asset_dir, build, cache_dir, plan_project
 from starbuild.errors import ConfigError, StarbuildError
-from starbuild.gallery import GalleryState
-from starbuild.lockfile import LOCK_NAME
-from starbuild.outcome import BuildReport
-from starbuild.resolve import load_and_resolve
-from starbuild.runner import UploadCache
+from starbuild.ui.gallery import GalleryState
+from starbuild.store.lockfile import LOCK_NAME
+from starbuild.engine.outcome import BuildReport
+from starbuild.config.resolve import load_and_resolve
+from starbuild.engine.runner import UploadCache
 
 SETTLE_MS = 300  # changes are grouped until the files have been quiet this long
 _IGNORED_SUFFIXES = (".tmp", ".part", ".swp", ".swx", "~")
@@ -93,7 +93,7 @@ class Watcher:
             self.state.end(None, str(exc))
             self.on_report(None)
             return None
-        from starbuild.progress import render_summary
+        from starbuild.ui.progress import render_summary
 
         render_summary(report, _Writer(self.say))
         self.state.end(report)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from starbuild.config import Config
+from starbuild.config.project import Config
 
 SCHEMA_ID = "https://starbuild.dev/schemas/starbuild.schema.json"
 

@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from typing import TextIO
 
-from starbuild.outcome import BuildReport
+from starbuild.engine.outcome import BuildReport
 
 _LINE_EVENTS = {"submitted", "resume", "retry", "built", "cached", "resumed", "failed", "skipped"}
 

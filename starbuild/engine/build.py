@@ -13,16 +13,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from starbuild.config import Project
+from starbuild.config.project import Project
 from starbuild.errors import BudgetError, ConfigError, FrozenError, MissingKeyError
-from starbuild.lockfile import LOCK_NAME, Lock, read_lock, write_lock
-from starbuild.outcome import AssetResult, BuildReport, Outcome
-from starbuild.planner import Plan, PlannedAsset, Status, make_plan
-from starbuild.project_lock import project_lock
-from starbuild.store import AssetDir, ObjectStore
+from starbuild.store.lockfile import LOCK_NAME, Lock, read_lock, write_lock
+from starbuild.engine.outcome import AssetResult, BuildReport, Outcome
+from starbuild.plan.planner import Plan, PlannedAsset, Status, make_plan
+from starbuild.engine.project_lock import project_lock
+from starbuild.store.objects import AssetDir, ObjectStore
 
 if TYPE_CHECKING:  # the runner and its HTTP stack load only when there is something to send
-    from starbuild.runner import Emit
+    from starbuild.engine.runner import Emit
 
 OFFLINE_BASE_URL = "http://starmagic.emulator"
 
@@ -58,7 +58,7 @@ def cache_dir(project: Project, env: dict[str, str] | None = None) -> Path:
 
 def asset_dir(project: Project) -> AssetDir:
     """The versioned asset directory; refused (exit 2) when it leaves the project or goes through a symlink."""
-    from starbuild.resolve import output_dir_problem
+    from starbuild.config.resolve import output_dir_problem
 
     problem = output_dir_problem(project)
     if problem:
@@ -115,7 +115,7 @@ async def abuild(project: Project, options: BuildOptions | None = None, *, trans
         assets.clean_partial()
         plan = make_plan(project, lock, placeholder=options.offline, force=options.force,
                          select=options.select, have=_have_files(store, assets), specs=options.specs)
-        from starbuild.journal import Journal
+        from starbuild.engine.journal import Journal
 
         journal = Journal(cache / "journal")
         try:
@@ -176,7 +176,7 @@ async def _run(project, options, todo, journal, store, transport, emulator, emit
     if not todo and not orphans:
         return BuildReport(results=[])
     from starbuild.api.client import StarMagicClient
-    from starbuild.runner import RunOptions, Runner
+    from starbuild.engine.runner import RunOptions, Runner
 
     if options.offline:
         if transport is None:

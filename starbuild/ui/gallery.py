@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from starbuild.config import Project
-from starbuild.lockfile import LOCK_NAME, read_lock
+from starbuild.config.project import Project
+from starbuild.store.lockfile import LOCK_NAME, read_lock
 
 THUMB = 320
 
@@ -106,7 +106,7 @@ class Gallery:
 
     # --- data ---
     def _dirs(self):
-        from starbuild.build import asset_dir, cache_dir
+        from starbuild.engine.build import asset_dir, cache_dir
 
         project = self.state.project
         return project, asset_dir(project), (self._cache or cache_dir(project))

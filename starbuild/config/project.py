@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from starbuild.errors import ConfigError, Issue
 from starbuild.models import MAX_INPUTS
-from starbuild.yamlfile import Marks, load_yaml_file
+from starbuild.config.yamlfile import Marks, load_yaml_file
 
 CONFIG_NAME = "starbuild.yaml"
 RATE_UNITS = {"s": 1, "sec": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600}

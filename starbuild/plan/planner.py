@@ -7,12 +7,12 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from starbuild.config import Project
+from starbuild.config.project import Project
 from starbuild.errors import ConfigError, UsageError
-from starbuild.lockfile import Lock
+from starbuild.store.lockfile import Lock
 from starbuild.models import estimate_credits
-from starbuild.resolve import resolve_specs
-from starbuild.spec import GenerationSpec, InputRef
+from starbuild.config.resolve import resolve_specs
+from starbuild.plan.spec import GenerationSpec, InputRef
 
 
 class Status(str, enum.Enum):

@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from starbuild.config import FileAxis
+from starbuild.config.project import FileAxis
 from starbuild.errors import ConfigError
-from starbuild.yamlfile import load_yaml
+from starbuild.config.yamlfile import load_yaml
 
 Cell = dict[str, Any]
 # Reports a problem at a path inside the image's matrix: raise ConfigError with its location.

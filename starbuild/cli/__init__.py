@@ -1,0 +1,1 @@
+"""The command line: a shell over the library."""

@@ -1,0 +1,1 @@
+"""Config: the YAML file, its typed models, matrices, templates and resolution."""

@@ -1,0 +1,1 @@
+"""Execution: the build narrative, the scheduler, the journal, verification and outcomes."""

@@ -1,0 +1,1 @@
+"""Storage: the object store, the versioned asset folder and the lockfile."""

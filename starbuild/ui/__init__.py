@@ -1,0 +1,1 @@
+"""What people look at while they work: progress, watch and the gallery."""
