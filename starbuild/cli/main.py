@@ -31,11 +31,11 @@ class Context:
 
         return find_config(self.directory, self.file)
 
-    def load(self):
+    def load(self, tier: str | None = None):
         """The project, with every config problem (schema and resolution) reported at once."""
         from starbuild.config.resolve import load_and_resolve
 
-        project, self.specs = load_and_resolve(self.config_path)
+        project, self.specs = load_and_resolve(self.config_path, tier)
         return project
 
 
@@ -118,7 +118,11 @@ class LazyGroup(click.Group):
     """A group whose rarely used commands are imported only when run (keeps --help fast)."""
 
     lazy = {"emulator": ("starbuild.emulator.command", "emulator_command",
-                         "Serve the StarMagic emulator over HTTP.")}
+                         "Serve the StarMagic emulator over HTTP."),
+            "pick": ("starbuild.cli.review", "pick", "Publish take TAKE of an asset and record the pick."),
+            "reroll": ("starbuild.cli.review", "reroll", "Make one more candidate of the named assets."),
+            "accept": ("starbuild.cli.review", "accept", "Keep the current image of a changed asset."),
+            "promote": ("starbuild.cli.review", "promote", "Rebuild the picked image at a higher tier.")}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])
@@ -200,14 +204,15 @@ def validate(ctx: Context) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.option("--offline", is_flag=True, help="Plan as an --offline build would (placeholders).")
+@click.option("--tier", metavar="NAME", help="Plan every image at this tier (a name under tiers:).")
 @pass_ctx
 @run_safely
-def plan(ctx: Context, as_json: bool, offline: bool) -> None:
+def plan(ctx: Context, as_json: bool, offline: bool, tier: str | None) -> None:
     """List every asset as new / changed / unchanged / removed, why, and the estimated credits."""
     from starbuild.engine.build import plan_project
     from starbuild.cli.report import dump_json, render_plan
 
-    the_plan = plan_project(ctx.load(), placeholder=offline, specs=ctx.specs)
+    the_plan = plan_project(ctx.load(tier), placeholder=offline, specs=ctx.specs)
     if as_json:
         dump_json(the_plan.to_json())
     else:
@@ -229,31 +234,41 @@ def plan(ctx: Context, as_json: bool, offline: bool) -> None:
 @click.option("--retry-unknown", is_flag=True,
               help="Submit again an asset whose earlier submission's outcome is unknown (may cost twice).")
 @click.option("--wait", is_flag=True, help="Wait for another running build instead of exiting with 3.")
+@click.option("--tier", metavar="NAME", help="Build every image at this tier (a name under tiers:), e.g. draft.")
 @pass_ctx
 @run_safely
 def build(ctx: Context, names, offline, dry_run, max_credits, concurrency, frozen, as_json, force,
-          keep_going, retry_failed, retry_unknown, wait) -> None:
+          keep_going, retry_failed, retry_unknown, wait, tier) -> None:
     """Build what is new or changed (all, or the named assets and what they depend on)."""
     from starbuild.engine.build import BuildOptions, build as run_build, plan_project
     from starbuild.cli.report import dump_json, render_plan
 
     _setup_logging(ctx)
-    project = ctx.load()
+    project = ctx.load(tier)
     if dry_run:
         the_plan = plan_project(project, placeholder=offline, force=force, select=names, specs=ctx.specs)
         dump_json(the_plan.to_json()) if as_json else render_plan(the_plan)
         return
     options = BuildOptions(offline=offline, frozen=frozen, force=tuple(force), select=tuple(names),
                            max_credits=max_credits, concurrency=concurrency, retry_failed=retry_failed,
-                           retry_unknown=retry_unknown, fail_fast=not keep_going, wait=wait, specs=ctx.specs)
+                           retry_unknown=retry_unknown, fail_fast=not keep_going, wait=wait, specs=ctx.specs,
+                           tier=tier)
+    finish_build(ctx, project, as_json, lambda emit: run_build(project, options, emit=emit))
+
+
+def finish_build(ctx: Context, project, as_json: bool, run) -> None:
+    """Run a build under the progress display, render its report and exit with its code."""
     with _progress(ctx, as_json) as progress:
-        report = run_build(project, options, emit=progress)
+        report = run(progress)
     if as_json:
+        from starbuild.cli.report import dump_json
+
         dump_json(report.to_json())
     else:
+        from starbuild.engine.build import asset_dir
         from starbuild.ui.progress import render_summary
 
-        render_summary(report)
+        render_summary(report, where=asset_dir(project).root)
     sys.exit(int(report.exit_code))
 
 
@@ -341,9 +356,10 @@ def gc(ctx: Context) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask before a large paid rebuild (watch.confirm_over).")
 @click.option("--concurrency", type=click.IntRange(1, 256), help="Tasks in flight at most.")
 @click.option("--max-credits", type=float, help="Refuse a rebuild whose estimate is higher.")
+@click.option("--tier", metavar="NAME", help="Build at this tier (default: draft, when a draft tier exists).")
 @pass_ctx
 @run_safely
-def watch(ctx: Context, offline: bool, serve_port: int | None, yes: bool, concurrency, max_credits) -> None:
+def watch(ctx: Context, offline: bool, serve_port: int | None, yes: bool, concurrency, max_credits, tier) -> None:
     """Build, then rebuild on every change to the config, templates, data and input files."""
     from starbuild.engine.build import BuildOptions
     from starbuild.ui.gallery import GalleryState, serve_gallery
@@ -354,7 +370,7 @@ def watch(ctx: Context, offline: bool, serve_port: int | None, yes: bool, concur
     if serve_port is not None:
         server = serve_gallery(state, serve_port, in_thread=True)
         click.echo(f"gallery: http://127.0.0.1:{serve_port}/", err=True)
-    options = BuildOptions(offline=offline, concurrency=concurrency, max_credits=max_credits)
+    options = BuildOptions(offline=offline, concurrency=concurrency, max_credits=max_credits, tier=tier)
     watcher = Watcher(ctx.config_path, options, yes=yes, say=lambda line: click.echo(line, err=True),
                       confirm=terminal_confirm, state=state, emit=None if ctx.quiet else _plain_progress())
     try:

@@ -84,6 +84,9 @@ class ImageFields(_Strict):
                                      description="reference images: local paths, http(s) URLs or @asset")
     mask: str | None = Field(None, description="PNG with alpha, same size as the first input (gpt-image-2)")
     take: int | None = Field(None, ge=0, description="part of the hash, never sent: change it for a fresh image")
+    takes: int | None = Field(None, ge=1, le=50,
+                              description="make this many candidates (takes 1..N); `starbuild pick` chooses one")
+    tier: str | None = Field(None, min_length=1, description="the tier (a name under tiers:) to build at")
     vars: dict[str, Any] | None = Field(None, description="template variables for this image")
     post: Any = Field(None, description="reserved for post-processing steps; not supported yet")
 
@@ -117,6 +120,8 @@ class Config(_Strict):
     output: Output = Output()
     watch: Watch = Watch()
     defaults: ImageFields = ImageFields()
+    tiers: dict[str, ImageFields] = Field(default_factory=dict,
+                                          description="named sets of image fields, e.g. draft: {quality: low}")
     vars: dict[str, Any] = Field(default_factory=dict, description="template variables visible to every template")
     images: dict[str, Image] = Field(min_length=1)
 
@@ -160,7 +165,8 @@ _ALLOWED_BY_MODEL = {
 
 
 def _known_fields(loc: tuple) -> list[str]:
-    model = _ALLOWED_BY_MODEL.get(loc) or (Image if len(loc) == 2 and loc[0] == "images" else None)
+    model = _ALLOWED_BY_MODEL.get(loc) or (Image if len(loc) == 2 and loc[0] == "images" else None) or (
+        ImageFields if len(loc) == 2 and loc[0] == "tiers" else None)
     return list(model.model_fields) if model else []
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from starbuild.config.project import Image, Project
-from starbuild.errors import ConfigError, Issue
+from starbuild.errors import ConfigError, Issue, UsageError
 from starbuild.config.matrix import Cell, expand
 from starbuild.models import GPT_IMAGE_2, check_options, check_prompt
 from starbuild.plan.spec import GenerationSpec, InputRef, sha256_hex
@@ -87,8 +87,12 @@ class _Collector:
 class Resolver:
     """Resolves every image of a project; keep one per load so templates and hashes are reused."""
 
-    def __init__(self, project: Project):
+    def __init__(self, project: Project, tier: str | None = None):
         self.project = project
+        self.tier = tier
+        if tier is not None and tier not in project.config.tiers:
+            known = ", ".join(sorted(project.config.tiers)) or "none are declared under tiers:"
+            raise UsageError(f"--tier {tier}: no such tier in {project.display} (tiers: {known})")
         self.root = project.root
         self.templates = Templates(project.root)
         self._file_hashes: dict[str, tuple[str, str]] = {}
@@ -174,6 +178,8 @@ class Resolver:
         if "prompt" not in fields and "prompt_file" not in fields:
             col.add("name", "needs a prompt or a prompt_file")
             return
+        if not self._apply_tier(fields, col):
+            return
         base_vars = {**cfg.vars, **(cfg.defaults.vars or {}), **(image.vars or {})}
 
         def fail(where: tuple, message: str) -> ConfigError:
@@ -188,6 +194,20 @@ class Resolver:
             spec = self._cell(key, fields, {**base_vars, **cell}, col)
             if spec is not None:
                 yield spec, cell
+
+    def _apply_tier(self, fields: dict[str, Any], col: _Collector) -> bool:
+        """Lay the tier's fields over the image's (``--tier`` wins over the image's ``tier``)."""
+        name = self.tier or fields.get("tier")
+        if name is None:
+            return True
+        tiers = self.project.config.tiers
+        if name not in tiers:
+            known = ", ".join(sorted(tiers)) or "none are declared under tiers:"
+            col.add("tier", f"{name!r} is not a tier (tiers: {known})")
+            return False
+        fields.update(tiers[name].model_dump(exclude_none=True, exclude={"tier"}))
+        fields["tier"] = name
+        return True
 
     def _render(self, col: _Collector, fld: str, source: str, ctx: dict[str, Any]) -> str | None:
         try:
@@ -238,7 +258,8 @@ class Resolver:
         spec = GenerationSpec.effective(
             name=name, model=model, prompt=prompt, size=size, resolution=resolution,
             quality=fields.get("quality"), n=fields.get("n"), background=fields.get("background"),
-            take=fields.get("take"), inputs=tuple(inputs), mask=mask, template=key)
+            take=fields.get("take"), inputs=tuple(inputs), mask=mask, template=key,
+            takes=fields.get("takes"), tier=fields.get("tier"))
         problems = self._check(spec, name)
         for api_field, message in problems.items():
             fld = _API_TO_FIELD.get(api_field, api_field)
@@ -306,7 +327,7 @@ def _cell_text(key: str, cell: Cell) -> str:
     return f"{key!r} cell {{{inner}}}"
 
 
-def load_and_resolve(path: Path) -> tuple[Project, list[GenerationSpec]]:
+def load_and_resolve(path: Path, tier: str | None = None) -> tuple[Project, list[GenerationSpec]]:
     """Load a config and resolve it, reporting schema and resolution problems together."""
     from starbuild.config.project import load_config
 
@@ -321,9 +342,9 @@ def load_and_resolve(path: Path) -> tuple[Project, list[GenerationSpec]]:
                 extra = [i for i in more.issues if "is not an asset of this file" not in i.message]
                 raise ConfigError(sorted(exc.issues + extra, key=lambda i: (i.line or 0, i.column or 0))) from None
         raise
-    return project, resolve_specs(project)
+    return project, resolve_specs(project, tier)
 
 
-def resolve_specs(project: Project) -> list[GenerationSpec]:
+def resolve_specs(project: Project, tier: str | None = None) -> list[GenerationSpec]:
     """Every asset of a project as a resolved spec, in config order; ConfigError on any problem."""
-    return Resolver(project).resolve()
+    return Resolver(project, tier).resolve()

@@ -220,6 +220,8 @@ class Emulator:
             width=width, height=height, credits=credits, latency=latency,
             callback_url=body.get("callback_url"), base=(lambda: base) if base else None,
             transparent=body.get("background") == "transparent")
+        if self.config.fresh_samples:
+            task.sample = task.id  # ids are random: every submission draws its own image
         self._decide_outcome(task, failure)
         self.tasks[task.id] = task
         self._in_flight.setdefault(owner, []).append(task)
@@ -293,7 +295,7 @@ class Emulator:
     def _render(self, task: Task, index: int) -> bytes:
         return self.renders.get_or_render((task.id, index), lambda: render_placeholder(
             task.request["prompt"], task.model, task.width, task.height, index, self.config.render,
-            task.base() if task.base else None, transparent=task.transparent))
+            task.base() if task.base else None, transparent=task.transparent, sample=task.sample))
 
     async def _result(self, request: Request) -> Response:
         found = self._result_task(request.path_params["name"], self.clock())

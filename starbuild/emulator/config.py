@@ -80,6 +80,7 @@ class EmulatorConfig:
     render: str = "full"
     public_url: str = DEFAULT_PUBLIC_URL
     allow_loopback_callbacks: bool = False
+    fresh_samples: bool = False  # like the real API, every submission draws a different image
     faults: Faults = field(default_factory=Faults)
     # Documented schedule: one attempt, then retries 1, 2 and 4 s after each failure.
     callback_retry_delays: tuple[float, ...] = (1.0, 2.0, 4.0)

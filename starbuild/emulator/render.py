@@ -21,7 +21,7 @@ TITLE = "PLACEHOLDER"
 
 def render_placeholder(prompt: str, model: str, width: int, height: int, index: int = 0,
                        mode: str = "full", base: bytes | None = None, *,
-                       transparent: bool = False) -> bytes:
+                       transparent: bool = False, sample: str = "") -> bytes:
     """A PNG of exactly ``width`` x ``height`` standing in for a generated image.
 
     The same arguments always give the same bytes; a different ``index`` gives a different
@@ -30,7 +30,7 @@ def render_placeholder(prompt: str, model: str, width: int, height: int, index: 
     """
     if width < 1 or height < 1:
         raise ValueError(f"cannot render {width}x{height}")
-    digest = _digest(prompt, model, width, height, index, base)
+    digest = _digest(prompt, model, width, height, index, base, sample)
     light, dark = _palette(digest)
     if mode == "plain":
         return _plain(width, height, light, transparent)
@@ -53,8 +53,11 @@ def _plain(width: int, height: int, colour, transparent: bool) -> bytes:
     return out.getvalue()
 
 
-def _digest(prompt: str, model: str, width: int, height: int, index: int, base: bytes | None) -> bytes:
+def _digest(prompt: str, model: str, width: int, height: int, index: int, base: bytes | None,
+            sample: str = "") -> bytes:
     key = [prompt, model, width, height, index, hashlib.sha256(base).hexdigest() if base else None]
+    if sample:  # another draw of the same request; no sample keeps the historical bytes
+        key.append(sample)
     return hashlib.sha256(json.dumps(key).encode()).digest()
 
 

@@ -46,6 +46,7 @@ class Task:
     callback_url: str | None = None
     base: Callable[[], bytes] | None = None   # first reference image, for edits
     transparent: bool = False
+    sample: str = ""                     # what tells this draw from others of the same request (fresh_samples)
 
     @property
     def done_at(self) -> float:

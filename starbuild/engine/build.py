@@ -45,6 +45,8 @@ class BuildOptions:
     poll_cap: float = 10.0
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     specs: list | None = None  # already resolved specs, to skip resolving again
+    tier: str | None = None  # build every image at this tier (``--tier``)
+    review: Any = None  # a review.jobs.ReviewRequest: reroll or promote instead of a plain build
     retry: Any = None  # a RetryPolicy for the client; None for the default
     uploads: Any = None  # an UploadCache to share across builds (watch); None for a new one
 
@@ -67,9 +69,13 @@ def asset_dir(project: Project) -> AssetDir:
 
 
 def plan_project(project: Project, *, placeholder: bool = False, force=(), select=(), env=None,
-                 specs=None) -> Plan:
+                 specs=None, tier: str | None = None) -> Plan:
     """The plan for a project against its own lockfile and what is on disk."""
     lock = read_lock(project.root / LOCK_NAME)
+    if specs is None and tier is not None:
+        from starbuild.config.resolve import resolve_specs
+
+        specs = resolve_specs(project, tier)
     have = _have_files(ObjectStore(cache_dir(project, env)), asset_dir(project))
     return make_plan(project, lock, placeholder=placeholder, force=force, select=select, have=have, specs=specs)
 
@@ -113,23 +119,33 @@ async def abuild(project: Project, options: BuildOptions | None = None, *, trans
         # Under the lock no other build of this cache is running: any temp file is a dead run's.
         store.clean_temp()
         assets.clean_partial()
-        plan = make_plan(project, lock, placeholder=options.offline, force=options.force,
-                         select=options.select, have=_have_files(store, assets), specs=options.specs)
-        from starbuild.engine.journal import Journal
+        specs = options.specs
+        if options.tier is not None and (specs is None or any(s.tier != options.tier for s in specs)):
+            from starbuild.config.resolve import resolve_specs
 
+            specs = resolve_specs(project, options.tier)
+        plan = make_plan(project, lock, placeholder=options.offline, force=options.force,
+                         select=options.select, have=_have_files(store, assets), specs=specs)
+        from starbuild.engine.journal import Journal
+        from starbuild.review.jobs import ReviewRequest, ReviewRun
+
+        review = ReviewRun(plan, lock, options.review or ReviewRequest(root=project.root))
         journal = Journal(cache / "journal")
         try:
-            todo = plan.to_build()
+            todo = review.jobs(plan.to_build())
             if emit:
                 emit("plan", "", {"total": len(todo)})
             _refuse_frozen(options, todo)
+            if options.frozen:
+                review.refuse_frozen()
             _refuse_budget(project, options, todo, journal)
             report = await _run(project, options, todo, journal, store, transport, emulator, emit)
         finally:
             journal.close()
+        report.results = review.fold(report.results)
         order = {a.name: i for i, a in enumerate(plan.assets)}
         report.results = sorted(report.results + _unbuilt(plan, report), key=lambda r: order.get(r.name, 0))
-        report.version = publish(project, lock, plan, report.results, store, assets)
+        report.version = publish(project, lock, plan, report.results, store, assets, finish=review.finish)
     report.elapsed = time.monotonic() - started
     return report
 
@@ -183,7 +199,7 @@ async def _run(project, options, todo, journal, store, transport, emulator, emit
             from starbuild.api.client import in_process_transport
             from starbuild.emulator import Emulator, EmulatorConfig
 
-            emulator = emulator or Emulator(EmulatorConfig(public_url=OFFLINE_BASE_URL))
+            emulator = emulator or Emulator(EmulatorConfig(public_url=OFFLINE_BASE_URL, fresh_samples=True))
             transport = in_process_transport(emulator)
         base_url = files_url = OFFLINE_BASE_URL
         key = "offline"
@@ -259,12 +275,21 @@ def next_lock(plan: Plan, lock: Lock, results: list[AssetResult]) -> dict[str, d
 
 
 def publish(project: Project, lock: Lock, plan: Plan, results: list[AssetResult], store: ObjectStore,
-            assets: AssetDir) -> int | None:
+            assets: AssetDir, finish: Callable[[dict], dict] | None = None) -> int | None:
     """Write a new version and the lockfile when anything changed; the version number, or None."""
     new_assets = next_lock(plan, lock, results)
+    if finish is not None:
+        new_assets = finish(new_assets)
     current = assets.current()
     if new_assets == lock.assets and (current == lock.asset_version or not new_assets):
         return None
+    return write_version(project, lock, new_assets, store, assets)
+
+
+def write_version(project: Project, lock: Lock, new_assets: dict[str, dict], store: ObjectStore,
+                  assets: AssetDir) -> int:
+    """Publish ``new_assets`` as the next version and write the lockfile; the version number."""
+    current = assets.current()
     base = assets.version_path(current) if current else None
     files: list[tuple[str, Path]] = []
     for entry in new_assets.values():

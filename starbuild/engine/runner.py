@@ -395,11 +395,14 @@ class Runner:
                         raise refused
                 if time.monotonic() > deadline:
                     raise refused
-                await asyncio.sleep(policy.delay(attempt - 1, refused.retry_after, self._rng))
+                delay = policy.delay(attempt - 1, refused.retry_after, self._rng)
+                self.emit("backoff", asset.name, {"delay": delay, "rate_limited": isinstance(refused, RateLimitError)})
+                await asyncio.sleep(delay)
                 continue
             self.journal.submitted(h, asset.name, request, task.id, task.credits_reserved)
             self.budget.settle(asset.credits, task.credits_reserved)
-            self.emit("submitted", asset.name, {"task_id": task.id, "credits": task.credits_reserved})
+            self.emit("submitted", asset.name, {"task_id": task.id, "credits": task.credits_reserved,
+                                                "estimated_time": task.estimated_time})
             self.limit.success()
             return task, _Hold(self)
 
@@ -430,6 +433,7 @@ class Runner:
             if wait > 0:
                 await asyncio.sleep(min(wait, self.options.poll_cap))
             task = await self.client.task(task_id)
+            self.emit("progress", "", {"task_id": task_id, "progress": task.progress, "status": task.status})
             if task.done:
                 return task
             if time.monotonic() - start > self.options.task_timeout:

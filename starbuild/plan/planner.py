@@ -13,6 +13,7 @@ from starbuild.store.lockfile import Lock
 from starbuild.models import estimate_credits
 from starbuild.config.resolve import resolve_specs
 from starbuild.plan.spec import GenerationSpec, InputRef
+from starbuild.review.entries import review_status
 
 
 class Status(str, enum.Enum):
@@ -161,11 +162,13 @@ def make_plan(project: Project, lock: Lock, *, placeholder: bool = False, force:
         forced = any(fnmatch.fnmatchcase(spec.name, pat) for pat in force)
         if forced and status == Status.UNCHANGED:
             status, reason = Status.CHANGED, "forced"
+        status, reason, copies = _review(spec, prev, h, status, reason)
         request = spec.request()
         price_key = _price_key(request)
         credits = observed.get(price_key)
         if credits is None:
             credits = observed[price_key] = estimate_credits(spec.api_body(["x"] * len(spec.inputs) or None))
+        credits = round(credits * copies, 4)
         asset = PlannedAsset(spec.name, status, reason, spec, h, credits, prev, forced=forced)
         assets.append(asset)
         by_name[spec.name] = asset
@@ -177,6 +180,18 @@ def make_plan(project: Project, lock: Lock, *, placeholder: bool = False, force:
     if select:
         plan.selected = _select(plan, list(select))
     return plan
+
+
+def _review(spec: GenerationSpec, prev: dict | None, h: str | None, status: Status,
+            reason: str) -> tuple[Status, str, int]:
+    """Takes: an asset is stale while a declared candidate is missing; says "no pick" until one is made."""
+    if not spec.takes:
+        return status, reason, 1
+    stale, why, count = review_status(spec, prev, h, status == Status.UNCHANGED)
+    if status == Status.UNCHANGED:
+        status = Status.CHANGED if stale else status
+        reason = why or reason
+    return status, reason, max(count, 1) if status != Status.UNCHANGED else 1
 
 
 def _parents(spec: GenerationSpec) -> list[str]:

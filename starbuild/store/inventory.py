@@ -61,11 +61,13 @@ def collect_garbage(project: Project) -> tuple[int, int]:
     with project_lock(cache):
         keep: set[str] = set()
         lock = read_lock(project.root / LOCK_NAME)
+        from starbuild.review.entries import referenced_shas
+
         for entry in lock.assets.values():
-            keep.update(f["sha256"] for f in entry.get("files") or [])
+            keep.update(referenced_shas(entry))  # candidates and promoted drafts too
         for v in assets.versions():
             for entry in (assets.manifest(v).get("assets") or {}).values():
-                keep.update(f["sha256"] for f in entry.get("files") or [])
+                keep.update(referenced_shas(entry))
         assets.clean_partial()
         journal = Journal(cache / "journal")
         try:

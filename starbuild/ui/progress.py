@@ -1,15 +1,24 @@
-"""Build progress: a live rich display on a terminal, plain lines otherwise, and the summary table."""
+"""Build progress: a live rich display on a terminal, plain lines otherwise, and the final summary.
+
+Both displays take the runner's events: ``plan`` (how many jobs), ``submit``/``submitted`` (with
+the API's ``estimated_time``), ``resume``, ``progress`` (the API's progress of a task), ``backoff``
+(a refused submission waits, 429 included), ``lease_wait``/``waiting`` (a teammate holds the
+lease on an image), and one outcome per job (built, cached, pulled, resumed, failed, skipped).
+"""
 
 from __future__ import annotations
 
 import sys
 import time
-from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
 from starbuild.engine.outcome import BuildReport
 
-_LINE_EVENTS = {"submitted", "resume", "retry", "built", "cached", "resumed", "failed", "skipped"}
+OUTCOMES = ("built", "cached", "pulled", "resumed", "failed", "skipped")
+WAIT_EVENTS = ("lease_wait", "waiting")
+_LINE_EVENTS = {"submitted", "resume", "retry", "backoff", *WAIT_EVENTS, *OUTCOMES}
 
 
 class PlainProgress:
@@ -30,35 +39,78 @@ class PlainProgress:
             return
         if kind not in _LINE_EVENTS:
             return
-        detail = ""
-        if kind == "submitted" and info.get("credits") is not None:
-            detail = f" ({info['credits']:g} credits reserved)"
-        elif kind == "failed" and info.get("error"):
-            detail = f": {info['error']}"
-        elif kind == "resume":
-            detail = f" (task {info.get('task_id')})"
-        self.out.write(f"{kind:<9} {name}{detail}\n")
+        self.out.write(f"{kind:<9} {name}{_detail(kind, info)}\n")
         self.out.flush()
 
 
-class LiveProgress:
-    """A live display: counts per state, credits reserved, elapsed time and an ETA."""
+def _detail(kind: str, info: dict) -> str:
+    if kind == "submitted" and info.get("credits") is not None:
+        est = f", about {info['estimated_time']:g} s" if info.get("estimated_time") else ""
+        return f" ({info['credits']:g} credits reserved{est})"
+    if kind == "failed" and info.get("error"):
+        return f": {info['error']}"
+    if kind == "resume":
+        return f" (task {info.get('task_id')})"
+    if kind == "backoff":
+        why = "rate limited (429)" if info.get("rate_limited") else "server busy"
+        return f": {why}, submitting again in {info.get('delay', 0):.1f} s"
+    if kind in WAIT_EVENTS:
+        holder = f" of {info['holder']}" if info.get("holder") else ""
+        return f": waiting for a teammate's lease{holder}"
+    return ""
 
-    def __init__(self, out: TextIO | None = None):
+
+@dataclass
+class _InFlight:
+    since: float
+    estimate: float | None = None
+    progress: int | None = None  # the API's figure, once a poll has said
+    status: str = "submitted"
+
+    def fraction(self, now: float) -> float:
+        if self.progress is not None and self.progress > 0:
+            return self.progress / 100
+        if self.estimate:
+            return min(0.99, (now - self.since) / self.estimate)
+        return 0.0
+
+    def remaining(self, now: float) -> float | None:
+        if not self.estimate:
+            return None
+        if self.progress:
+            return self.estimate * (1 - self.progress / 100)
+        return max(0.0, self.estimate - (now - self.since))
+
+
+class LiveProgress:
+    """A rich progress bar redrawn every second, with the jobs in flight and what each waits for."""
+
+    MAX_ROWS = 8
+
+    def __init__(self, out: TextIO | None = None, clock=time.monotonic):
         from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.console = Console(file=out or sys.stderr)
-        self.total = 0
-        self.counts: Counter[str] = Counter()
+        self.clock = clock
+        self.progress = Progress(TextColumn("[bold]build"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("{task.fields[eta]}"),
+                                 TextColumn("{task.fields[credits]}"), console=self.console, auto_refresh=False)
+        self.task = self.progress.add_task("build", total=None, eta="", credits="")
+        self.inflight: dict[str, _InFlight] = {}
+        self.waits: dict[str, tuple[str, float | None]] = {}
+        self.names: dict[str, str] = {}  # task id -> job name
         self.credits = 0.0
-        self.start = time.monotonic()
-        self.live = None
+        self.done = 0
+        self.total = 0
+        self.estimates: list[float] = []
         self.failures: list[str] = []
+        self.live = None
 
     def __enter__(self) -> "LiveProgress":
         from rich.live import Live
 
-        self.live = Live(self._render(), console=self.console, refresh_per_second=8, transient=True)
+        self.live = Live(console=self.console, get_renderable=self.render, refresh_per_second=4, transient=True)
         self.live.__enter__()
         return self
 
@@ -69,33 +121,87 @@ class LiveProgress:
             self.console.print(line, markup=False, highlight=False)
 
     def __call__(self, kind: str, name: str, info: dict) -> None:
+        now = self.clock()
         if kind == "plan":
             self.total = info.get("total", 0)
-        self.counts[kind] += 1
-        if kind == "submitted" and info.get("credits"):
+        elif kind in ("submitted", "resume"):
+            self._start(name, info, now)
+        elif kind == "progress" and info.get("task_id") in self.names:
+            job = self.inflight.get(self.names[info["task_id"]])
+            if job is not None:
+                job.progress, job.status = info.get("progress"), info.get("status") or job.status
+        elif kind == "backoff":
+            label = "429: backing off" if info.get("rate_limited") else "server busy: backing off"
+            self.waits[name] = (label, now + float(info.get("delay") or 0))
+        elif kind in WAIT_EVENTS:
+            holder = f" ({info['holder']})" if info.get("holder") else ""
+            self.waits[name] = (f"waiting for a teammate's lease{holder}", None)
+        elif kind in OUTCOMES:
+            self._finish(kind, name, info)
+
+    def _start(self, name: str, info: dict, now: float) -> None:
+        self.waits.pop(name, None)
+        estimate = info.get("estimated_time")
+        self.inflight[name] = _InFlight(now, float(estimate) if estimate else None)
+        if estimate:
+            self.estimates.append(float(estimate))
+        if info.get("task_id"):
+            self.names[info["task_id"]] = name
+        if info.get("credits"):
             self.credits += info["credits"]
+
+    def _finish(self, kind: str, name: str, info: dict) -> None:
+        self.inflight.pop(name, None)
+        self.waits.pop(name, None)
+        self.done += 1
         if kind == "failed":
             self.failures.append(f"failed    {name}: {info.get('error')}")
-        if self.live is not None:
-            self.live.update(self._render())
 
-    def _render(self):
+    def eta(self, now: float) -> float | None:
+        """Seconds left: the longest job in flight, plus the queued jobs at the observed estimate."""
+        left = [r for r in (j.remaining(now) for j in self.inflight.values()) if r is not None]
+        queued = max(0, self.total - self.done - len(self.inflight))
+        if not left and not (queued and self.estimates):
+            return None
+        per = sum(self.estimates) / len(self.estimates) if self.estimates else 0.0
+        lanes = max(1, len(self.inflight))
+        return max(left, default=0.0) + -(-queued // lanes) * per
+
+    def render(self):
+        from rich.console import Group
         from rich.text import Text
 
-        finished = sum(self.counts[k] for k in ("built", "cached", "resumed", "failed", "skipped"))
-        elapsed = time.monotonic() - self.start
-        eta = (elapsed / finished * (self.total - finished)) if finished else None
-        parts = [f"{finished}/{self.total} done", f"{self.counts['submitted']} submitted",
-                 f"{self.counts['built']} built", f"{self.counts['resumed']} resumed",
-                 f"{self.counts['failed']} failed", f"{self.credits:g} credits reserved",
-                 f"{elapsed:.0f}s elapsed"]
-        if eta is not None:
-            parts.append(f"ETA {eta:.0f}s")
-        return Text(" · ".join(parts))
+        now = self.clock()
+        eta = self.eta(now)
+        self.progress.update(self.task, total=self.total or None, completed=self.done,
+                             eta=f"ETA {eta:.0f}s" if eta is not None else "",
+                             credits=f"{self.credits:g} credits" if self.credits else "")
+        rows = [self._row(name, job, now) for name, job in list(self.inflight.items())[:self.MAX_ROWS]]
+        rows += [self._wait_row(name, label, until, now) for name, (label, until) in list(self.waits.items())[:4]]
+        if len(self.inflight) > self.MAX_ROWS:
+            rows.append(Text(f"  ... {len(self.inflight) - self.MAX_ROWS} more in flight", style="dim"))
+        return Group(self.progress.get_renderable(), *rows)
+
+    @staticmethod
+    def _row(name: str, job: _InFlight, now: float):
+        from rich.text import Text
+
+        pct = job.fraction(now) * 100
+        mark = "" if job.progress else "~"
+        left = job.remaining(now)
+        tail = f", {left:.0f}s left" if left is not None else ""
+        return Text(f"  {name}  {job.status} {mark}{pct:.0f}%{tail} ({now - job.since:.0f}s)")
+
+    @staticmethod
+    def _wait_row(name: str, label: str, until: float | None, now: float):
+        from rich.text import Text
+
+        left = f" {max(0.0, until - now):.0f}s" if until is not None else ""
+        return Text(f"  {name}  {label}{left}", style="yellow")
 
 
-def render_summary(report: BuildReport, out: TextIO | None = None) -> None:
-    """The end-of-build summary: a table on a terminal; failures with reasons and one line of counts."""
+def render_summary(report: BuildReport, out: TextIO | None = None, where: Path | None = None) -> None:
+    """The end-of-build summary: a table on a terminal; failures with reasons, counts, time and place."""
     out = out or sys.stdout
     s = report.summary()
     if out.isatty():
@@ -107,9 +213,29 @@ def render_summary(report: BuildReport, out: TextIO | None = None) -> None:
             out.write(f"skipped: {r.name}: {r.reason}\n")
     version = f"; published v{s['version']:04d}" if s["version"] else "; no new version"
     adopted = f"; kept {report.adopted} paid image(s) of an earlier run" if report.adopted else ""
-    out.write(f"{s['built']} built, {s['resumed']} resumed, {s['cached']} cached, {s['failed']} failed, "
+    pulled = f", {s['pulled']} pulled" if s.get("pulled") else ""
+    out.write(f"{s['built']} built, {s['resumed']} resumed, {s['cached']} cached{pulled}, {s['failed']} failed, "
               f"{s['skipped']} skipped, {s['removed']} removed; {s['credits']:g} credits reserved"
               f"{version}{adopted}\n")
+    if where is not None:
+        out.write(f"done in {_duration(report.elapsed)}; assets in {_shown(where / 'current')}\n")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s"
+
+
+def _shown(path: Path) -> str:
+    import os
+
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return str(path)
+    return str(path) if rel.startswith("..") else rel
 
 
 def _summary_table(report: BuildReport, out: TextIO) -> None:

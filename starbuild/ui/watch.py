@@ -18,7 +18,7 @@ from starbuild.errors import ConfigError, StarbuildError
 from starbuild.ui.gallery import GalleryState
 from starbuild.store.lockfile import LOCK_NAME
 from starbuild.engine.outcome import BuildReport
-from starbuild.config.resolve import load_and_resolve
+from starbuild.config.resolve import load_and_resolve, resolve_specs
 from starbuild.engine.runner import UploadCache
 
 SETTLE_MS = 300  # changes are grouped until the files have been quiet this long
@@ -68,7 +68,10 @@ class Watcher:
     def build_once(self) -> BuildReport | None:
         """Reload the config and build what changed; errors are printed, never raised."""
         try:
-            project, specs = load_and_resolve(self.config_path)
+            project, specs = load_and_resolve(self.config_path, self.options.tier)
+            tier = self.options.tier or ("draft" if "draft" in project.config.tiers else None)
+            if tier != self.options.tier:  # watch iterates on drafts when the project has a draft tier
+                specs = resolve_specs(project, tier)
         except ConfigError as exc:
             for line in str(exc).splitlines():
                 self.say(f"error: {line}")
