@@ -1,7 +1,9 @@
-"""The preview gallery: pages, thumbnails, states, and a real browser (headless Chromium) on it."""
+"""The review gallery: pages, thumbnails, states, actions, and a real browser (headless Chromium) on it."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import shutil
 import socket
 import time
@@ -12,27 +14,36 @@ import pytest
 
 from conftest import REPO, matrix_config
 from starbuild.config.project import load_config
-from starbuild.ui.gallery import GalleryState, create_app, serve_gallery
 from starbuild.engine.outcome import AssetResult, BuildReport, Outcome
+from starbuild.ui.gallery import GalleryState, create_app, serve_gallery
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
+TOKEN = "test-token-123"
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+                "--disable-component-update", "--disable-sync", "--disable-quic"]
 
 
 class Client:
-    """A synchronous client of an ASGI app, in-process."""
+    """A synchronous client of an ASGI app, in-process, as a loopback browser would call it."""
 
-    def __init__(self, app):
-        self.app = app
+    def __init__(self, app, host: str = "127.0.0.1"):
+        self.app, self.host = app, host
 
-    def get(self, url: str) -> httpx.Response:
-        import asyncio
-
+    def request(self, method: str, url: str, **kwargs) -> httpx.Response:
         async def fetch():
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://gallery") as c:
-                return await c.get(url)
+            transport = httpx.ASGITransport(app=self.app, client=("127.0.0.1", 50000))
+            async with httpx.AsyncClient(transport=transport, base_url=f"http://{self.host}:8700") as c:
+                return await c.request(method, url, **kwargs)
 
         return asyncio.run(fetch())
+
+    def get(self, url: str) -> httpx.Response:
+        return self.request("GET", url)
+
+    def post(self, url: str, body: dict, token: str | None = TOKEN) -> httpx.Response:
+        headers = {"X-Starbuild-Token": token} if token else {}
+        return self.request("POST", url, json=body, headers=headers)
 
 
 def _two_versions(project) -> GalleryState:
@@ -43,16 +54,41 @@ def _two_versions(project) -> GalleryState:
     return GalleryState(load_config(project.root / "starbuild.yaml"))
 
 
+GRID = """\
+version: 1
+images:
+  'icons/{{ item }}-{{ rarity }}':
+    matrix:
+      item: [sword, shield]
+      rarity: [common, rare, epic]
+    prompt: "a {{ rarity }} {{ item }} icon"
+    size: '1:1'
+    quality: low
+  hero:
+    prompt: "a hero on a transparent background"
+    size: '1:1'
+    background: transparent
+    takes: 3
+"""
+
+
+def _review_project(project) -> GalleryState:
+    project.config(GRID)
+    assert project.run("build", "--offline").exit_code == 0
+    return GalleryState(load_config(project.root / "starbuild.yaml"))
+
+
 def test_gallery_pages_thumbnails_and_states(project):
     state = _two_versions(project)
-    client = Client(create_app(state))
+    client = Client(create_app(state, token=TOKEN))
     page = client.get("/").text
     for i in range(3):
-        assert f"data-asset='icons/i{i}'" in page
-    assert "loading=lazy" in page and "icon 1 in gold" in page and "placeholder" in page
+        assert f'data-asset="icons/i{i}"' in page
+    assert 'loading="lazy"' in page and "icon 1 in gold" in page and "placeholder" in page
     assert "<script src" not in page and "http://" not in page.replace("http://127.0.0.1", "")
     versions = client.get("/asset/icons/i1").text
     assert versions.count("data-version=") == 2 and "icon 1 in gold" in versions and "icon 1<" in versions
+    assert 'data-compare="before"' in versions and 'data-compare="after"' in versions  # before/after
     assert client.get("/asset/icons/i0").text.count("data-version=") == 1  # unchanged: shown once
     thumb = client.get("/thumb/2/icons/i1.png")
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
@@ -60,12 +96,45 @@ def test_gallery_pages_thumbnails_and_states(project):
     assert client.get("/file/2/icons/i1.png").content[:8] == b"\x89PNG\r\n\x1a\n"
     before = client.get("/api/state").json()["generation"]
     state.begin({"icons/i2"})
-    assert "building" in client.get("/").text
-    failed = AssetResult("icons/i2", Outcome.FAILED, error="task failed: content_policy_violation")
-    state.end(BuildReport(results=[failed]))
+    state.emit("submitted", "icons/i2", {"task_id": "t-1"})
+    state.emit("progress", "", {"task_id": "t-1", "progress": 42, "status": "processing"})
+    assert client.get("/api/state").json()["live"] == {"icons/i2": "processing 42%"}
+    assert "processing 42%" in client.get("/").text
+    reason = "task failed: content_policy_violation: " + "the prompt was refused " * 8
+    state.end(BuildReport(results=[AssetResult("icons/i2", Outcome.FAILED, error=reason)]))
     page = client.get("/").text
-    assert "failed: task failed: content_policy_violation" in page
+    assert f"failed: {reason}" in page and "data-failed" in page  # the full reason, not a cut
     assert client.get("/api/state").json()["generation"] == before + 2
+
+
+def test_gallery_answers_only_on_loopback_and_actions_need_the_token(project):
+    state = _review_project(project)
+    app = create_app(state, token=TOKEN)
+    assert Client(app, host="evil.example").get("/").status_code == 403
+    client = Client(app)
+    lock = (project.root / "starbuild.lock").read_text()
+    assert client.post("/api/pick", {"name": "hero", "take": 2}, token=None).status_code == 403
+    assert client.post("/api/pick", {"name": "hero", "take": 2}, token="wrong").status_code == 403
+    assert (project.root / "starbuild.lock").read_text() == lock
+    assert client.post("/api/pick", {"name": "hero", "take": 9}).status_code == 400
+    res = client.post("/api/pick", {"name": "hero", "take": 2})
+    assert res.status_code == 200 and json.loads((project.root / "starbuild.lock").read_text()) \
+        ["assets"]["hero"]["pick"]["take"] == 2
+    res = client.post("/api/accept", {"name": "hero"})
+    assert res.status_code == 200 and res.json()["message"] == "nothing to accept"
+
+
+def test_transparent_thumbnails_keep_their_alpha_and_candidates_are_served(project):
+    state = _review_project(project)
+    client = Client(create_app(state, token=TOKEN))
+    thumb = client.get("/thumb/1/hero.png")
+    assert thumb.headers["content-type"] == "image/png"
+    entry = json.loads((project.root / "starbuild.lock").read_text())["assets"]["hero"]
+    for c in entry["candidates"]:
+        assert client.get(f"/object/{c['sha256']}").content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert client.get("/object/" + "0" * 64).status_code == 404  # only images the lockfile refers to
+    page = client.get("/asset/hero").text
+    assert page.count('class="card candidate') == 3 and "<kbd>3</kbd>" in page
 
 
 def _free_port() -> int:
@@ -74,14 +143,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_gallery_in_headless_chromium(project):
+@pytest.fixture
+def browser_on(project):
+    """A function serving a GalleryState on a free loopback port and opening Chromium on it."""
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).exists(), "the browser test needs Chromium (.ci/run installs it)"
-    state = _two_versions(project)
-    port = _free_port()
-    server = serve_gallery(state, port, in_thread=True)
-    try:
+    servers, opened = [], []
+
+    def open_page(state: GalleryState):
+        # Started on first use: playwright's loop would stop the test's builds (asyncio.run) before it.
+        if not opened:
+            pw = sync_playwright().start()
+            opened.extend([pw, pw.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)])
+        browser = opened[1]
+        port = _free_port()
+        servers.append(serve_gallery(state, port, in_thread=True))
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -90,31 +167,61 @@ def test_gallery_in_headless_chromium(project):
             except httpx.HTTPError:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-            try:
-                page = browser.new_page(viewport={"width": 1200, "height": 800})
-                page.goto(f"http://127.0.0.1:{port}/")
-                cards = page.locator("[data-asset]")
-                assert cards.count() == 3
-                assert sorted(cards.nth(i).get_attribute("data-asset") for i in range(3)) == \
-                    ["icons/i0", "icons/i1", "icons/i2"]
-                page.wait_for_function("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
-                ARTIFACTS.mkdir(exist_ok=True)
-                page.screenshot(path=str(ARTIFACTS / "gallery.png"))
-                page.click("[data-asset='icons/i1'] a")
-                page.wait_for_url(f"http://127.0.0.1:{port}/asset/icons/i1")
-                assert page.locator("[data-version]").count() == 2
-                assert "icon 1 in gold" in page.content()
-                page.screenshot(path=str(ARTIFACTS / "gallery-versions.png"))
-                # The page refreshes itself after a rebuild.
-                page.goto(f"http://127.0.0.1:{port}/")
-                state.begin({"icons/i0"})
-                page.wait_for_selector("text=building", timeout=5000)
-            finally:
-                browser.close()
-    finally:
+        page = browser.new_page(viewport={"width": 1280, "height": 860})
+        return page, f"http://127.0.0.1:{port}"
+
+    yield open_page
+    if opened:
+        opened[1].close()
+        opened[0].stop()
+    for server in servers:
         server.should_exit = True
-    assert (ARTIFACTS / "gallery.png").stat().st_size > 10_000
+
+
+def test_gallery_in_headless_chromium(project, browser_on):
+    state = _two_versions(project)
+    page, url = browser_on(state)
+    page.goto(url + "/")
+    cards = page.locator("[data-asset]")
+    assert sorted(cards.nth(i).get_attribute("data-asset") for i in range(cards.count())) == \
+        ["icons/i0", "icons/i1", "icons/i2"]
+    page.wait_for_function("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+    page.fill("#search", "gold")  # search filters the cards
+    assert [c.get_attribute("data-asset") for c in page.locator("[data-asset]:visible").all()] == ["icons/i1"]
+    page.fill("#search", "")
+    page.click("[data-asset='icons/i1'] .name a")
+    page.wait_for_url(url + "/asset/icons/i1")
+    assert page.locator("[data-version]").count() == 2
+    assert "icon 1 in gold" in page.content()
+    page.goto(url + "/")
+    state.begin({"icons/i0"})  # the page refreshes itself after a rebuild starts
+    page.wait_for_selector("[data-live='icons/i0']:has-text('building')", timeout=5000)
+
+
+def test_review_in_chromium_grid_filters_and_pick_with_a_key(project, browser_on):
+    state = _review_project(project)
+    page, url = browser_on(state)
+    page.goto(url + "/")
+    grid = page.locator("section[data-group='icons/{{ item }}-{{ rarity }}'] table.matrix")
+    assert [h.inner_text() for h in grid.locator("tbody th").all()] == ["sword", "shield"]
+    assert [h.inner_text() for h in grid.locator("thead th[data-col]").all()] == ["common", "rare", "epic"]
+    assert grid.locator("tr[data-row='shield'] td").nth(2).locator("[data-asset]").get_attribute("data-asset") \
+        == "icons/shield-epic"
+    page.click("button[data-filter='nopick']")
+    assert [c.get_attribute("data-asset") for c in page.locator("[data-asset]:visible").all()] == ["hero"]
+    page.click("button[data-filter='nopick']")
+    page.wait_for_function("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "review-grid.png"), full_page=True)
+
+    page.goto(url + "/asset/hero")
+    assert page.locator(".candidate").count() == 3
+    page.wait_for_function("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+    page.screenshot(path=str(ARTIFACTS / "review-candidates.png"), full_page=True)
+    page.keyboard.press("2")  # key 2 picks the second candidate
+    page.wait_for_selector(".candidate.picked[data-take='2']", timeout=10000)
+    entry = json.loads((project.root / "starbuild.lock").read_text())["assets"]["hero"]
+    assert entry["pick"]["take"] == 2 and entry["pick"]["by"]
+    take2 = next(c for c in entry["candidates"] if c["take"] == 2)
+    assert entry["files"][0]["sha256"] == take2["sha256"]
+    assert (ARTIFACTS / "review-grid.png").stat().st_size > 10_000

@@ -191,7 +191,7 @@ class Resolver:
             col.issues.extend(exc.issues)
             return
         for cell in cells:
-            spec = self._cell(key, fields, {**base_vars, **cell}, col)
+            spec = self._cell(key, fields, {**base_vars, **cell}, col, cell)
             if spec is not None:
                 yield spec, cell
 
@@ -216,7 +216,8 @@ class Resolver:
             col.add(fld, exc.message, exc.line, exc.file)
             return None
 
-    def _cell(self, key: str, fields: dict[str, Any], ctx: dict[str, Any], col: _Collector) -> GenerationSpec | None:
+    def _cell(self, key: str, fields: dict[str, Any], ctx: dict[str, Any], col: _Collector,
+              cell: Cell | None = None) -> GenerationSpec | None:
         name = self._render(col, "name", key, ctx)
         if name is None:
             return None
@@ -259,7 +260,7 @@ class Resolver:
             name=name, model=model, prompt=prompt, size=size, resolution=resolution,
             quality=fields.get("quality"), n=fields.get("n"), background=fields.get("background"),
             take=fields.get("take"), inputs=tuple(inputs), mask=mask, template=key,
-            takes=fields.get("takes"), tier=fields.get("tier"))
+            takes=fields.get("takes"), tier=fields.get("tier"), cell=cell)
         problems = self._check(spec, name)
         for api_field, message in problems.items():
             fld = _API_TO_FIELD.get(api_field, api_field)

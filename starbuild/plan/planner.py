@@ -94,7 +94,7 @@ def change_reason(spec: GenerationSpec, prev: dict[str, Any], placeholder: bool)
         before, after = old.get(key), new.get(key)
         if before != after:
             reasons.append(f"{key} {before if before is not None else '(none)'} → {after if after is not None else '(none)'}")
-    if int(prev.get("take", 0)) != spec.take:
+    if not spec.takes and int(prev.get("take", 0)) != spec.take:
         reasons.append(f"take {prev.get('take', 0)} → {spec.take}")
     reasons.extend(_input_reasons(old.get("inputs") or [], spec.inputs, "input"))
     old_mask = old.get("mask")

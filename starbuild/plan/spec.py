@@ -71,12 +71,14 @@ class GenerationSpec:
     template: str = field(default="", compare=False)  # the image key it was expanded from
     takes: int = field(default=0, compare=False)  # candidates to make (0: one image, no review)
     tier: str | None = field(default=None, compare=False)  # the tier it was resolved at
+    cell: Any = field(default=None, compare=False)  # its matrix cell (axis -> value), for the gallery's grid
 
     @classmethod
     def effective(cls, *, name: str, model: str, prompt: str, size: str | None, resolution: str | None,
                   quality: str | None, n: int | None, background: str | None, take: int | None,
                   inputs: tuple[InputRef, ...] = (), mask: InputRef | None = None,
-                  template: str = "", takes: int | None = None, tier: str | None = None) -> "GenerationSpec":
+                  template: str = "", takes: int | None = None, tier: str | None = None,
+                  cell: Any = None) -> "GenerationSpec":
         """A spec with the model's defaults filled in and spellings normalised."""
         rules = RULES[model]
         size = (size or rules.default_size).replace("×", "x").replace("X", "x")
@@ -88,7 +90,8 @@ class GenerationSpec:
             background = background or "opaque"
         return cls(name=name, model=model, prompt=prompt, size=size, resolution=resolution,
                    quality=quality or rules.default_quality, n=n or 1, background=background,
-                   take=take or 0, inputs=tuple(inputs), mask=mask, template=template, takes=takes or 0, tier=tier)
+                   take=take or 0, inputs=tuple(inputs), mask=mask, template=template, takes=takes or 0, tier=tier,
+                   cell=cell or None)
 
     @property
     def dims(self) -> tuple[int, int] | None:

@@ -78,9 +78,12 @@ def accept(project: Project, patterns: list[str], *, force: bool = False, specs=
                 refusals.append(f"{asset.name}: {why}")
                 continue
             prev = asset.previous
+            to_spec = asset.spec.spec_hash(bool(prev.get("placeholder")))
+            if to_spec == prev.get("spec_hash"):
+                continue  # only a placeholder to replace: there is no spec change to accept
             changes = field_changes(prev, asset.spec)
-            record = {"from_spec": prev.get("spec_hash"), "to_spec": asset.spec.spec_hash(bool(prev.get("placeholder"))),
-                      "fields": sorted(changes), **stamp(project.root)}
+            record = {"from_spec": prev.get("spec_hash"), "to_spec": to_spec, "fields": sorted(changes),
+                      **stamp(project.root)}
             done.append(Acceptance(asset.name, changes, record))
         if refusals:
             raise RefusedError("accept refused, nothing recorded:\n" + "\n".join(refusals))

@@ -1,33 +1,42 @@
-"""The preview gallery: a local page of the current assets, each with its earlier versions.
+"""The review gallery: the current assets as matrix grids, candidates to pick, changes to accept.
 
-Served on 127.0.0.1 only, with no external scripts or fonts. Thumbnails are made on first request
-and cached; the page asks ``/api/state`` every second and reloads itself after each rebuild.
+Served on loopback only, with no external scripts or fonts; pages are Jinja2 templates in
+``ui/templates``. Actions (pick, reroll, accept) are POSTs carrying a per-session token and run the
+same library code as the commands. The page asks ``/api/state`` every second for the live status
+of tasks in flight and reloads itself after each rebuild or decision.
 """
 
 from __future__ import annotations
 
 import hashlib
-import html
+import re
+import secrets
 import threading
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from starbuild.config.project import Project
+from starbuild.review.entries import referenced_shas
 from starbuild.store.lockfile import LOCK_NAME, read_lock
 
 THUMB = 320
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+_SHA = re.compile(r"^[0-9a-f]{64}$")
 
 
 class GalleryState:
-    """What the gallery shows besides the files: which assets are building or failed, and why."""
+    """What the gallery shows besides the files: builds in flight with their progress, failures and why."""
 
-    def __init__(self, project: Project | None = None):
+    def __init__(self, project: Project | None = None, options: Any = None, tier: str | None = None):
         self.project = project
+        self.options = options  # BuildOptions for the gallery's reroll (offline or not); None: defaults
+        self.tier = tier
         self.generation = 0
         self.building: set[str] = set()
         self.failed: dict[str, str] = {}
         self.error: str | None = None
+        self.live: dict[str, str] = {}
+        self._tasks: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def set_project(self, project: Project) -> None:
@@ -43,149 +52,92 @@ class GalleryState:
     def begin(self, names: set[str]) -> None:
         with self._lock:
             self.building = set(names)
+            self.live = {}
             self.generation += 1
 
     def end(self, report: Any, error: str | None = None) -> None:
         with self._lock:
             self.building = set()
+            self.live = {}
             if report is not None:
                 self.failed = {r.name: r.error or "failed" for r in report.results if r.outcome.value == "failed"}
             self.error = error
             self.generation += 1
 
+    def changed(self) -> None:
+        """A decision changed the lockfile: pages reload."""
+        with self._lock:
+            self.generation += 1
 
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;background:#14161a;color:#e8e8e8}
-header{padding:12px 20px;background:#1e2126;display:flex;gap:16px;align-items:baseline}
-header h1{font-size:18px;margin:0} header span{color:#9aa0a6;font-size:13px}
-main{padding:16px;display:grid;grid-template-columns:repeat(auto-fill,minmax(240px,1fr));gap:14px}
-.card{background:#1e2126;border-radius:8px;overflow:hidden;display:flex;flex-direction:column}
-.card a{color:inherit;text-decoration:none}
-.card img{width:100%;height:200px;object-fit:contain;background:#0c0d0f;display:block}
-.meta{padding:8px 10px;font-size:12px;line-height:1.4}
-.name{font-weight:600;font-size:13px;word-break:break-all}
-.prompt{color:#b8bcc2;max-height:4.2em;overflow:hidden}
-.tag{display:inline-block;padding:0 6px;border-radius:4px;background:#2c3038;margin:2px 4px 0 0}
-.building{background:#8a6d00}.failed{background:#8b1e1e}.placeholder{background:#3b4a6b}
-.error{background:#8b1e1e;padding:10px 20px;white-space:pre-wrap;font-family:monospace}
-.versions{display:flex;gap:14px;overflow-x:auto;padding:16px}
-.versions .card{min-width:300px;max-width:300px}
-.empty{padding:40px;color:#9aa0a6}
-"""
+    def emit(self, kind: str, name: str, info: dict) -> None:
+        """A build event (the runner's), kept as each asset's live status; a job counts for its asset."""
+        asset = name.split("#", 1)[0]
+        with self._lock:
+            if kind in ("submitted", "resume") and info.get("task_id"):
+                self._tasks[info["task_id"]] = asset
+                self.live[asset] = "submitted"
+            elif kind == "submit":
+                self.live[asset] = "submitting"
+            elif kind == "progress" and info.get("task_id") in self._tasks:
+                self.live[self._tasks[info["task_id"]]] = f"{info.get('status')} {info.get('progress', 0)}%"
+            elif kind == "backoff":
+                self.live[asset] = "429: backing off" if info.get("rate_limited") else "server busy: backing off"
+            elif kind in ("lease_wait", "waiting"):
+                self.live[asset] = "waiting for a teammate's lease"
+            elif kind in ("built", "cached", "pulled", "resumed", "failed", "skipped"):
+                self.live.pop(asset, None)
 
-_REFRESH = """
-<script>
-let gen = %d;
-async function poll(){
-  try { const r = await fetch('/api/state'); const s = await r.json();
-        if (s.generation !== gen) { location.reload(); return; } } catch (e) {}
-  setTimeout(poll, 1000);
-}
-setTimeout(poll, 1000);
-</script>
-"""
+    def live_text(self, name: str) -> str:
+        return self.live.get(name, "building" if name in self.building else "")
 
 
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+def _templates():
+    from jinja2 import Environment, PackageLoader, select_autoescape
 
-
-def _page(title: str, body: str, generation: int, header: str = "") -> str:
-    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title>"
-            f"<meta name=viewport content='width=device-width'><style>{_CSS}</style></head><body>"
-            f"<header><h1><a href='/' style='color:inherit;text-decoration:none'>starbuild</a></h1>"
-            f"{header}</header>{body}{_REFRESH % generation}</body></html>")
+    return Environment(loader=PackageLoader("starbuild.ui", "templates"),
+                       autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
 
 
 class Gallery:
-    """Renders pages and thumbnails from the project's lockfile and version folders."""
+    """Renders pages and thumbnails from the project's lockfile, version folders and object store."""
 
-    def __init__(self, state: GalleryState, cache: Path | None = None):
+    def __init__(self, state: GalleryState, cache: Path | None = None, token: str = ""):
         self.state = state
         self._cache = cache
+        self.token = token
+        self.env = _templates()
 
-    # --- data ---
     def _dirs(self):
         from starbuild.engine.build import asset_dir, cache_dir
 
         project = self.state.project
         return project, asset_dir(project), (self._cache or cache_dir(project))
 
-    def _tags(self, name: str, entry: dict) -> str:
-        tags = []
-        if name in self.state.building:
-            tags.append("<span class='tag building'>building</span>")
-        if name in self.state.failed:
-            tags.append(f"<span class='tag failed' title='{_e(self.state.failed[name])}'>failed: "
-                        f"{_e(self.state.failed[name][:80])}</span>")
-        if entry.get("placeholder"):
-            tags.append("<span class='tag placeholder'>placeholder</span>")
-        return "".join(tags)
-
-    @staticmethod
-    def _facts(entry: dict) -> str:
-        req = entry.get("request") or {}
-        bits = [req.get("model"), req.get("size"), req.get("resolution"), req.get("quality")]
-        credits = entry.get("credits")
-        text = " · ".join(_e(b) for b in bits if b)
-        if credits is not None:
-            text += f" · {credits:g} credits"
-        return text
+    def _render(self, template: str, **data) -> str:
+        return self.env.get_template(template).render(token=self.token, generation=self.state.generation,
+                                                      error=self.state.error, **data)
 
     def index(self) -> str:
+        from starbuild.ui.review_view import FILTERS, ReviewView
+
         if self.state.project is None:
-            return _page("starbuild", "<p class=empty>no project loaded yet</p>", self.state.generation)
+            return self._render("index.html", title="starbuild", groups=[], count=0, version=0, project="",
+                                filters=FILTERS)
         project, assets, _ = self._dirs()
-        lock = read_lock(project.root / LOCK_NAME)
-        version = assets.current()
-        cards = []
-        names = sorted(set(lock.assets) | self.state.building | set(self.state.failed))
-        for name in names:
-            entry = lock.assets.get(name, {})
-            files = entry.get("files") or []
-            img = ""
-            if files and version:
-                src = f"/thumb/{version}/{quote(files[0]['path'])}"
-                img = f"<img loading=lazy src='{src}' alt='{_e(name)}' width={THUMB} height=200>"
-            else:
-                img = "<img alt='not built yet' width=320 height=200>"
-            prompt = (entry.get("request") or {}).get("prompt", "")
-            cards.append(
-                f"<div class=card data-asset='{_e(name)}'><a href='/asset/{quote(name)}'>{img}"
-                f"<div class=meta><div class=name>{_e(name)}</div><div class=prompt>{_e(prompt)}</div>"
-                f"<div>{self._facts(entry)}</div><div>{self._tags(name, entry)}</div></div></a></div>")
-        error = f"<div class=error>{_e(self.state.error)}</div>" if self.state.error else ""
-        body = error + (f"<main>{''.join(cards)}</main>" if cards else "<p class=empty>no assets built yet</p>")
-        header = f"<span>{len(names)} assets · v{version or 0:04d} · {_e(project.root.name)}</span>"
-        return _page("starbuild gallery", body, self.state.generation, header)
+        view = ReviewView(project, self.state, assets)
+        groups = view.groups()
+        return self._render("index.html", title="starbuild gallery", groups=groups, filters=FILTERS,
+                            count=sum(len(g.cards) for g in groups), version=view.version or 0,
+                            project=project.root.name)
 
     def asset(self, name: str) -> str | None:
+        from starbuild.ui.review_view import ReviewView
+
         if self.state.project is None:
             return None
-        _, assets, _ = self._dirs()
-        current = assets.current()
-        # Versions in which the asset's image changed, newest first: an unchanged image is shown once,
-        # labelled with the version that introduced it.
-        distinct: list[tuple[int, dict]] = []
-        for v in sorted(assets.versions()):
-            entry = (assets.manifest(v).get("assets") or {}).get(name)
-            if entry and (not distinct or distinct[-1][1].get("files") != entry.get("files")):
-                distinct.append((v, entry))
-        cards = []
-        for v, entry in reversed(distinct):
-            files = entry.get("files") or []
-            imgs = "".join(f"<a href='/file/{v}/{quote(f['path'])}'><img loading=lazy "
-                           f"src='/thumb/{v}/{quote(f['path'])}' alt='{_e(f['path'])}'></a>" for f in files)
-            mark = " (current)" if v == distinct[-1][0] and current and current >= v else ""
-            prompt = (entry.get("request") or {}).get("prompt", "")
-            cards.append(f"<div class=card data-version='{v}'>{imgs}<div class=meta>"
-                         f"<div class=name>v{v:04d}{mark}</div><div>{_e(entry.get('created', ''))}</div>"
-                         f"<div class=prompt>{_e(prompt)}</div><div>{self._facts(entry)}</div></div></div>")
-        if not cards:
-            return None
-        header = f"<span>{_e(name)} · {len(cards)} version(s)</span>"
-        return _page(f"{name} · starbuild", f"<div class=versions>{''.join(cards)}</div>", self.state.generation,
-                     header)
+        project, assets, _ = self._dirs()
+        page = ReviewView(project, self.state, assets).asset(name)
+        return self._render("asset.html", title=f"{name} · starbuild", a=page) if page else None
 
     def file_path(self, version: int, rel: str) -> Path | None:
         """A file of a version, refusing paths that leave the version folder."""
@@ -196,62 +148,54 @@ class Gallery:
             return None
         return path
 
+    def object_path(self, sha: str) -> Path | None:
+        """A stored image the lockfile refers to (a candidate, say); nothing else of the store is served."""
+        from starbuild.store.objects import ObjectStore
+
+        project, _, cache = self._dirs()
+        if not _SHA.match(sha):
+            return None
+        lock = read_lock(project.root / LOCK_NAME)
+        if not any(sha in referenced_shas(e) for e in lock.assets.values()):
+            return None
+        path = ObjectStore(cache).path(sha)
+        return path if path.is_file() else None
+
     def thumbnail(self, version: int, rel: str) -> Path | None:
-        """A cached thumbnail of a version's file (versions are immutable, so the cache never goes stale)."""
+        """A cached thumbnail of a version's file (versions are immutable, so the cache never goes stale).
+
+        PNG when the image has transparency, so the page's checkerboard shows through; JPEG otherwise.
+        """
         src = self.file_path(version, rel)
         if src is None:
             return None
         _, _, cache = self._dirs()
         key = hashlib.sha256(f"{version}/{rel}/{THUMB}".encode()).hexdigest()[:32]
-        out = cache / "thumbs" / f"{key}.jpg"
-        if not out.exists():
-            from PIL import Image
+        for ext in ("jpg", "png"):
+            if (cache / "thumbs" / f"{key}.{ext}").exists():
+                return cache / "thumbs" / f"{key}.{ext}"
+        from PIL import Image
 
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with Image.open(src) as img:
-                img.draft("RGB", (THUMB, THUMB))
-                img.thumbnail((THUMB, THUMB))
-                tmp = out.with_suffix(f".{threading.get_ident()}.tmp")
+        (cache / "thumbs").mkdir(parents=True, exist_ok=True)
+        with Image.open(src) as img:
+            alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
+            img.draft("RGB", (THUMB, THUMB))
+            img.thumbnail((THUMB, THUMB))
+            out = cache / "thumbs" / f"{key}.{'png' if alpha else 'jpg'}"
+            tmp = out.with_suffix(f".{threading.get_ident()}.tmp")
+            if alpha:
+                img.convert("RGBA").save(tmp, "PNG")
+            else:
                 img.convert("RGB").save(tmp, "JPEG", quality=80)
-                tmp.replace(out)
+            tmp.replace(out)
         return out
 
 
-def create_app(state: GalleryState, cache: Path | None = None):
-    """The gallery's ASGI app."""
-    from starlette.applications import Starlette
-    from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
-    from starlette.routing import Route
+def create_app(state: GalleryState, cache: Path | None = None, token: str | None = None):
+    """The gallery's ASGI app; ``token`` (random by default) must come with every POST."""
+    from starbuild.ui.gallery_routes import routes
 
-    gallery = Gallery(state, cache)
-
-    async def index(request):
-        return HTMLResponse(gallery.index())
-
-    async def asset(request):
-        page = gallery.asset(request.path_params["name"])
-        return HTMLResponse(page) if page else PlainTextResponse("no such asset", status_code=404)
-
-    async def file(request):
-        path = gallery.file_path(request.path_params["version"], request.path_params["path"])
-        return FileResponse(path) if path else PlainTextResponse("not found", status_code=404)
-
-    async def thumb(request):
-        from starlette.concurrency import run_in_threadpool
-
-        path = await run_in_threadpool(gallery.thumbnail, request.path_params["version"], request.path_params["path"])
-        if path is None:
-            return PlainTextResponse("not found", status_code=404)
-        return FileResponse(path, headers={"Cache-Control": "max-age=31536000, immutable"})
-
-    async def api_state(request):
-        return JSONResponse({"generation": state.generation, "building": sorted(state.building),
-                             "failed": state.failed, "error": state.error})
-
-    return Starlette(routes=[
-        Route("/", index), Route("/asset/{name:path}", asset), Route("/file/{version:int}/{path:path}", file),
-        Route("/thumb/{version:int}/{path:path}", thumb), Route("/api/state", api_state),
-    ])
+    return routes(Gallery(state, cache, token or secrets.token_urlsafe(24)))
 
 
 def serve_gallery(state: GalleryState, port: int = 8700, *, in_thread: bool = False):
