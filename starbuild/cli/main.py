@@ -366,11 +366,11 @@ def watch(ctx: Context, offline: bool, serve_port: int | None, yes: bool, concur
     from starbuild.ui.watch import Watcher, terminal_confirm
 
     _setup_logging(ctx)
-    state = GalleryState()
+    options = BuildOptions(offline=offline, concurrency=concurrency, max_credits=max_credits, tier=tier)
+    state = GalleryState(options=options)
     if serve_port is not None:
         server = serve_gallery(state, serve_port, in_thread=True)
         click.echo(f"gallery: http://127.0.0.1:{serve_port}/", err=True)
-    options = BuildOptions(offline=offline, concurrency=concurrency, max_credits=max_credits, tier=tier)
     watcher = Watcher(ctx.config_path, options, yes=yes, say=lambda line: click.echo(line, err=True),
                       confirm=terminal_confirm, state=state, emit=None if ctx.quiet else _plain_progress())
     try:
@@ -390,13 +390,16 @@ def _plain_progress():
 
 @main.command()
 @click.option("--port", type=int, default=8700, show_default=True, help="Port on 127.0.0.1.")
+@click.option("--offline", is_flag=True, help="Rerolls from the gallery use the built-in emulator.")
+@click.option("--tier", metavar="NAME", help="Review the assets as planned at this tier.")
 @pass_ctx
 @run_safely
-def serve(ctx: Context, port: int) -> None:
-    """Serve the preview gallery of the current assets (no watching)."""
+def serve(ctx: Context, port: int, offline: bool, tier: str | None) -> None:
+    """Serve the review gallery of the current assets (no watching)."""
+    from starbuild.engine.build import BuildOptions
     from starbuild.ui.gallery import GalleryState, serve_gallery
 
-    state = GalleryState(ctx.load())
+    state = GalleryState(ctx.load(tier), options=BuildOptions(offline=offline, tier=tier), tier=tier)
     click.echo(f"gallery: http://127.0.0.1:{port}/ (Ctrl-C to stop)", err=True)
     serve_gallery(state, port)
 

@@ -80,6 +80,7 @@ class Watcher:
             self.on_report(None)
             return None
         self.state.set_project(project)
+        self.state.tier = tier
         try:
             plan = plan_project(project, placeholder=self.options.offline, specs=specs,
                                 force=self.options.force, env=self.options.env)
@@ -90,7 +91,7 @@ class Watcher:
             self.state.begin({a.name for a in todo})
             self.builds += 1
             options = dataclasses.replace(self.options, specs=specs)
-            report = build(project, options, emit=self.emit, transport=self.transport)
+            report = build(project, options, emit=self._emit, transport=self.transport)
         except StarbuildError as exc:
             self.say(f"error: {exc}")
             self.state.end(None, str(exc))
@@ -102,6 +103,12 @@ class Watcher:
         self.state.end(report)
         self.on_report(report)
         return report
+
+    def _emit(self, kind: str, name: str, info: dict) -> None:
+        """Build events go to the terminal and to the gallery's live status."""
+        if self.emit is not None:
+            self.emit(kind, name, info)
+        self.state.emit(kind, name, info)
 
     def _guard(self, project, count: int, credits: float) -> bool:
         limits = project.config.watch
