@@ -202,3 +202,68 @@ def test_tier_flags_and_errors(project, sampler):
     project.config(TIERS.replace("defaults: {tier: final}", "defaults: {tier: best}"))
     res = project.run("validate")
     assert res.exit_code == 2 and "'best' is not a tier" in res.stderr and "starbuild.yaml:5" in res.stderr
+
+
+def test_watch_builds_the_draft_tier_when_there_is_one(project):
+    from starbuild.engine.build import BuildOptions
+    from starbuild.ui.watch import Watcher
+
+    project.config(TIERS)
+    watcher = Watcher(project.root / "starbuild.yaml", BuildOptions(offline=True), say=lambda line: None)
+    report = watcher.build_once()
+    assert report.exit_code == 0
+    entry = project.lock()["assets"]["hero"]
+    assert entry["tier"] == "draft" and entry["request"]["quality"] == "low"
+    watcher = Watcher(project.root / "starbuild.yaml", BuildOptions(offline=True, tier="final"), say=lambda l: None)
+    assert watcher.build_once().exit_code == 0
+    assert project.lock()["assets"]["hero"]["request"]["quality"] == "high"
+
+
+def test_cli_reroll_of_an_asset_with_takes_adds_a_candidate_without_picking_it(project):
+    project.config(HERO.format(extra="    takes: 2\n"))
+    assert project.run("build", "--offline").exit_code == 0
+    published_before = published(project, "hero")
+    res = project.run("reroll", "hero", "--offline")
+    assert res.exit_code == 0, res.stderr
+    entry = project.lock()["assets"]["hero"]
+    assert [c["take"] for c in entry["candidates"]] == [1, 2, 3] and "pick" not in entry
+    assert published(project, "hero") == published_before
+    assert "no pick (3 candidates)" in project.run("plan", "--offline").stdout
+    assert project.run("pick", "hero", "3").exit_code == 0
+    assert sha(published(project, "hero")) == entry["candidates"][2]["sha256"]
+    assert project.run("reroll", "nothing-like-this").exit_code == 2
+
+
+def test_cli_promote_offline_records_where_the_image_came_from(project):
+    project.config(TIERS)
+    assert project.run("build", "--offline", "--tier", "draft").exit_code == 0
+    draft = project.lock()["assets"]["hero"]
+    res = project.run("promote", "hero", "--offline")
+    assert res.exit_code == 0, res.stderr
+    entry = project.lock()["assets"]["hero"]
+    assert entry["promoted_from"]["sha256"] == draft["files"][0]["sha256"] and entry["promoted_from"]["edit"]
+    assert entry["request"]["inputs"][0]["sha256"] == draft["files"][0]["sha256"]
+    res = project.run("plan", "--offline", "--json")
+    assert res.json["assets"][0]["status"] == "unchanged"
+    assert project.run("promote", "hero", "--offline", "--to", "nope").exit_code == 2
+
+
+def test_gallery_flags_assets_changed_since_the_last_commit(project):
+    import subprocess
+
+    from starbuild.config.project import load_config
+    from starbuild.ui.gallery import GalleryState, create_app
+    from test_gallery import TOKEN, Client
+
+    project.config(matrix_config(2))
+    assert project.run("build", "--offline").exit_code == 0
+    git = ["git", "-c", "user.name=Ana", "-c", "user.email=ana@example.com"]
+    subprocess.run(["git", "init", "-q"], cwd=project.root, check=True)
+    subprocess.run(git + ["add", "starbuild.lock"], cwd=project.root, check=True)
+    subprocess.run(git + ["commit", "-qm", "assets"], cwd=project.root, check=True)
+    project.config(matrix_config(2, prompt="icon {{ i }}{{ ' in gold' if i == 1 else '' }}"))
+    assert project.run("build", "--offline").exit_code == 0
+    page = Client(create_app(GalleryState(load_config(project.root / "starbuild.yaml")), token=TOKEN)).get("/").text
+    cards = {chunk.split('"', 1)[0]: chunk for chunk in page.split('data-asset="')[1:]}
+    assert "data-changed" in cards["icons/i1"].split(">", 1)[0]
+    assert "data-changed" not in cards["icons/i0"].split(">", 1)[0]
