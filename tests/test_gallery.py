@@ -14,6 +14,7 @@ import pytest
 
 from conftest import REPO, matrix_config
 from starbuild.config.project import load_config
+from starbuild.engine.build import BuildOptions
 from starbuild.engine.outcome import AssetResult, BuildReport, Outcome
 from starbuild.ui.gallery import GalleryState, create_app, serve_gallery
 
@@ -75,7 +76,7 @@ images:
 def _review_project(project) -> GalleryState:
     project.config(GRID)
     assert project.run("build", "--offline").exit_code == 0
-    return GalleryState(load_config(project.root / "starbuild.yaml"))
+    return GalleryState(load_config(project.root / "starbuild.yaml"), options=BuildOptions(offline=True))
 
 
 def test_gallery_pages_thumbnails_and_states(project):
