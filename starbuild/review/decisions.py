@@ -8,6 +8,7 @@ The gallery's buttons call these same functions.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
@@ -24,6 +25,8 @@ from starbuild.review.jobs import ReviewRequest
 from starbuild.store.lockfile import LOCK_NAME, read_lock
 from starbuild.store.objects import ObjectStore
 
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+
 
 def pick(project: Project, name: str, take: int) -> dict[str, Any]:
     """Publish candidate ``take`` of an asset and record the pick; no API call. Returns the pick."""
@@ -38,18 +41,32 @@ def pick(project: Project, name: str, take: int) -> dict[str, Any]:
             raise UsageError(f"{name} has no take {take}" + (f" (takes: {have})" if have else
                              "; give it `takes: N` in starbuild.yaml or run `starbuild reroll` first"))
         store = ObjectStore(cache_dir(project))
-        missing = [f["path"] for f in chosen["files"] if not store.has(f["sha256"])]
-        if missing and chosen["files"] != entry.get("files"):
+        files = _checked_files(name, chosen["files"])
+        missing = [f["path"] for f in files if not store.has(f["sha256"])]
+        if missing and files != entry.get("files"):
             raise RefusedError(f"take {take} of {name} is not in the local cache ({', '.join(missing)}); "
                                "pull it from the team's cache or build it again")
         record = {"take": take, "sha256": chosen["sha256"], **stamp(project.root)}
-        new = {**entry, "files": chosen["files"], "task_id": chosen.get("task_id"),
+        new = {**entry, "files": files, "task_id": chosen.get("task_id"),
                "credits": chosen.get("credits") or 0.0, "pick": record}
         new.pop("take", None)
         if take:
             new["take"] = take
         write_version(project, lock, {**lock.assets, name: new}, store, asset_dir(project))
         return record
+
+
+def _checked_files(name: str, files: list) -> list[dict]:
+    """A candidate's file records, named for the asset (never a path the lockfile made up)."""
+    from starbuild.engine.runner import named_files
+
+    good = [f for f in files if isinstance(f, dict) and isinstance(f.get("sha256"), str)
+            and _SHA.match(f["sha256"]) and isinstance(f.get("path"), str)]
+    if not good or len(good) != len(files):
+        raise UsageError(f"the lockfile's candidate of {name} is damaged; build it again")
+    exts = [f["path"].rsplit(".", 1)[-1] for f in good]
+    exts = [e if re.fullmatch(r"[a-z0-9]{1,5}", e) else "png" for e in exts]
+    return named_files(name, [{**f, "path": f"x.{e}"} for f, e in zip(good, exts)])
 
 
 @dataclass
