@@ -55,9 +55,17 @@ def _detail(kind: str, info: dict) -> str:
         why = "rate limited (429)" if info.get("rate_limited") else "server busy"
         return f": {why}, submitting again in {info.get('delay', 0):.1f} s"
     if kind in WAIT_EVENTS:
-        holder = f" of {info['holder']}" if info.get("holder") else ""
+        holder = f" of {_holder(info)}" if _holder(info) else ""
         return f": waiting for a teammate's lease{holder}"
     return ""
+
+
+def _holder(info: dict) -> str | None:
+    """Who holds the lease a wait is on, under whichever name the event gives it."""
+    for key in ("holder", "owner", "by", "host"):
+        if info.get(key):
+            return str(info[key])
+    return None
 
 
 @dataclass
@@ -134,7 +142,7 @@ class LiveProgress:
             label = "429: backing off" if info.get("rate_limited") else "server busy: backing off"
             self.waits[name] = (label, now + float(info.get("delay") or 0))
         elif kind in WAIT_EVENTS:
-            holder = f" ({info['holder']})" if info.get("holder") else ""
+            holder = f" ({_holder(info)})" if _holder(info) else ""
             self.waits[name] = (f"waiting for a teammate's lease{holder}", None)
         elif kind in OUTCOMES:
             self._finish(kind, name, info)
@@ -159,12 +167,13 @@ class LiveProgress:
 
     def eta(self, now: float) -> float | None:
         """Seconds left: the longest job in flight, plus the queued jobs at the observed estimate."""
-        left = [r for r in (j.remaining(now) for j in self.inflight.values()) if r is not None]
-        queued = max(0, self.total - self.done - len(self.inflight))
+        jobs = list(self.inflight.values())  # the display thread reads while events arrive
+        left = [r for r in (j.remaining(now) for j in jobs) if r is not None]
+        queued = max(0, self.total - self.done - len(jobs))
         if not left and not (queued and self.estimates):
             return None
         per = sum(self.estimates) / len(self.estimates) if self.estimates else 0.0
-        lanes = max(1, len(self.inflight))
+        lanes = max(1, len(jobs))
         return max(left, default=0.0) + -(-queued // lanes) * per
 
     def render(self):
