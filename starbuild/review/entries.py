@@ -58,7 +58,7 @@ def review_status(spec: GenerationSpec, entry: dict[str, Any] | None, intent_has
         return True, f"takes {', '.join(map(str, missing))} not made yet", len(missing)
     if unchanged:
         return False, None if has_pick(entry) else f"no pick ({len(candidates(entry))} candidates)", 0
-    return True, None, len(missing)
+    return True, None, len(missing) or spec.takes  # forced, or files lost: every take is made again
 
 
 def field_changes(entry: dict[str, Any], spec: GenerationSpec) -> dict[str, tuple[Any, Any]]:

@@ -60,13 +60,17 @@ class ReviewRun:
         for asset in todo:
             if asset.spec is None or not asset.spec.takes:
                 out.append(asset)
-                continue
-            takes = missing_takes(asset.spec, asset.previous, asset.spec_hash)
-            if asset.forced or not takes:
-                takes = wanted_takes(asset.spec)
-            price = round(asset.credits / max(1, len(takes)), 4) if asset.status != Status.UNCHANGED else asset.credits
-            out += [self._add(self._job(asset, "take", t, price)) for t in takes]
+            else:
+                out += [self._add(j) for j in self._take_jobs(asset)]
         return out
+
+    def _take_jobs(self, asset: PlannedAsset) -> list[_Job]:
+        """One job per declared candidate the lockfile lacks (all of them when forced or files are lost)."""
+        takes = missing_takes(asset.spec, asset.previous, asset.spec_hash)
+        if asset.forced or not takes:
+            takes = wanted_takes(asset.spec)
+        price = round(asset.credits / max(1, len(takes)), 4)
+        return [self._job(asset, "take", t, price) for t in takes]
 
     def refuse_frozen(self) -> None:
         """``--frozen`` also refuses assets with takes that nobody has picked yet."""
@@ -94,9 +98,7 @@ class ReviewRun:
         jobs = []
         for asset in self._targets(self.request.reroll):
             if asset.stale and asset.spec.takes:
-                jobs += [self._job(asset, "take", t, asset.credits / max(1, len(wanted_takes(asset.spec))))
-                         for t in missing_takes(asset.spec, asset.previous, asset.spec_hash) or
-                         wanted_takes(asset.spec)]
+                jobs += self._take_jobs(asset)
             elif asset.stale:
                 jobs.append(self._job(asset, "take", asset.spec.take, asset.credits, asset.spec))
             else:
