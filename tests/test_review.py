@@ -84,13 +84,19 @@ def test_takes_make_candidates_and_pick_publishes_the_chosen_one(project, sample
 
 
 def test_raising_takes_makes_only_the_new_candidates(project, sampler):
+    project.config(HERO.format(extra=""))
+    single = plan_of(project)["hero"]["credits"]
     project.config(HERO.format(extra="    takes: 2\n"))
+    assert plan_of(project)["hero"]["credits"] == pytest.approx(2 * single)  # the estimate counts each take
     assert api_build(project, sampler).exit_code == 0
     project.config(HERO.format(extra="    takes: 3\n"))
-    assert plan_of(project)["hero"]["status"] == "changed"
+    hero = plan_of(project)["hero"]
+    assert hero["status"] == "changed" and "takes 3 not made yet" in hero["reason"]
     assert api_build(project, sampler).exit_code == 0
     assert len(sampler.ledger) == 3
     assert [c["take"] for c in project.lock()["assets"]["hero"]["candidates"]] == [1, 2, 3]
+    assert api_build(project, sampler, force=("hero",)).exit_code == 0
+    assert len(sampler.ledger) == 6  # --force makes every take again
 
 
 def test_reroll_one_cell_of_a_matrix_submits_exactly_once(project, sampler):
