@@ -193,3 +193,10 @@ def test_render_cache_is_bounded():
     assert len(cache) == 2
     cache.get_or_render("big", lambda: b"x" * 20_000)
     assert len(cache) == 0
+
+
+@pytest.mark.parametrize("mode", ["plain", "full"])
+def test_fresh_samples_of_one_request_differ_and_no_sample_keeps_the_old_bytes(mode):
+    args = ("a lighthouse", "gpt-image-2", 64, 48, 0, mode)
+    assert render_placeholder(*args) == render_placeholder(*args, sample="")
+    assert render_placeholder(*args, sample="task-a") != render_placeholder(*args, sample="task-b")

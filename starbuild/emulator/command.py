@@ -66,6 +66,8 @@ def _fault_options(command):
               "(default: http://HOST:PORT).")
 @click.option("--allow-loopback-callbacks", is_flag=True,
               help="Accept http and private/loopback callback URLs (for local testing).")
+@click.option("--fresh-samples", is_flag=True,
+              help="Draw a different image for every submission, as the real API does (for reviewing takes).")
 @_fault_options
 @click.option("--slow-seconds", default=2.0, show_default=True, type=click.FloatRange(min=0.0),
               help="Delay of a slow answer.")
@@ -74,7 +76,7 @@ def _fault_options(command):
 @click.option("--failure-code", "failure_codes", multiple=True, type=click.Choice(FAILURE_CODES),
               help="Codes failed tasks use (repeatable; default: all documented codes).")
 def emulator_command(host, port, latency, ttl, task_ttl, file_ttl, seed, api_key, credit_balance,
-                     deny_model, max_unfinished, render, public_url, allow_loopback_callbacks,
+                     deny_model, max_unfinished, render, public_url, allow_loopback_callbacks, fresh_samples,
                      slow_seconds, results_null_seconds, failure_codes, **rates):
     """Serve the StarMagic API emulator over HTTP until Ctrl-C.
 
@@ -90,7 +92,8 @@ def emulator_command(host, port, latency, ttl, task_ttl, file_ttl, seed, api_key
     config = EmulatorConfig(latency=latency, ttl=ttl, task_ttl=task_ttl, file_ttl=file_ttl, seed=seed,
                             api_key=api_key, credit_balance=credit_balance, denied_models=frozenset(deny_model),
                             render=render, public_url=public_url or DEFAULT_PUBLIC_URL,
-                            allow_loopback_callbacks=allow_loopback_callbacks, faults=faults)
+                            allow_loopback_callbacks=allow_loopback_callbacks, fresh_samples=fresh_samples,
+                            faults=faults)
 
     def announce(url: str) -> None:
         click.echo(f"StarMagic emulator listening on {url} (Ctrl-C to stop)", err=True)
