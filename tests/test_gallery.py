@@ -226,3 +226,26 @@ def test_review_in_chromium_grid_filters_and_pick_with_a_key(project, browser_on
     take2 = next(c for c in entry["candidates"] if c["take"] == 2)
     assert entry["files"][0]["sha256"] == take2["sha256"]
     assert (ARTIFACTS / "review-grid.png").stat().st_size > 10_000
+
+
+def test_gallery_reroll_and_accept_run_the_commands_code(project):
+    state = _review_project(project)
+    client = Client(create_app(state, token=TOKEN))
+    everything = json.loads((project.root / "starbuild.lock").read_text())["assets"]
+    before = everything["icons/sword-rare"]
+    res = client.post("/api/reroll", {"name": "icons/sword-rare"})
+    assert res.status_code == 200, res.text
+    lock = json.loads((project.root / "starbuild.lock").read_text())["assets"]
+    cell = lock["icons/sword-rare"]
+    assert [c["take"] for c in cell["candidates"]] == [0, 1] and cell["pick"]["take"] == 1
+    assert cell["files"][0]["sha256"] != before["files"][0]["sha256"]
+    assert {k: v for k, v in lock.items() if k != "icons/sword-rare"} == \
+        {k: v for k, v in everything.items() if k != "icons/sword-rare"}
+    project.config(GRID.replace("a {{ rarity }} {{ item }} icon", "an {{ rarity }} {{ item }} icon"))
+    state.set_project(load_config(project.root / "starbuild.yaml"))
+    page = client.get("/asset/icons/shield-epic").text
+    assert "accept the change" in page and "a epic shield icon" in page and "an epic shield icon" in page
+    res = client.post("/api/accept", {"name": "icons/shield-epic"})
+    assert res.status_code == 200 and res.json()["message"] == "accepted icons/shield-epic: prompt"
+    accepted = json.loads((project.root / "starbuild.lock").read_text())["assets"]["icons/shield-epic"]
+    assert accepted["accepted"][0]["fields"] == ["prompt"]
