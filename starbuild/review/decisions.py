@@ -86,22 +86,14 @@ def accept(project: Project, patterns: list[str], *, force: bool = False, specs=
         lock = read_lock(project.root / LOCK_NAME)
         done, refusals = [], []
         for asset in plan.assets:
-            if asset.spec is None or not any(fnmatchcase(asset.name, p) for p in patterns):
+            if asset.spec is None or asset.status == Status.UNCHANGED or \
+                    not any(fnmatchcase(asset.name, p) for p in patterns):
                 continue
-            if asset.status == Status.UNCHANGED:
-                continue
-            why = _refusal(asset, force)
-            if why:
-                refusals.append(f"{asset.name}: {why}")
-                continue
-            prev = asset.previous
-            to_spec = asset.spec.spec_hash(bool(prev.get("placeholder")))
-            if to_spec == prev.get("spec_hash"):
-                continue  # only a placeholder to replace: there is no spec change to accept
-            changes = field_changes(prev, asset.spec)
-            record = {"from_spec": prev.get("spec_hash"), "to_spec": to_spec, "fields": sorted(changes),
-                      **stamp(project.root)}
-            done.append(Acceptance(asset.name, changes, record))
+            outcome = _acceptance(asset, force, project)
+            if isinstance(outcome, str):
+                refusals.append(f"{asset.name}: {outcome}")
+            elif outcome is not None:
+                done.append(outcome)
         if refusals:
             raise RefusedError("accept refused, nothing recorded:\n" + "\n".join(refusals))
         if done:
@@ -112,6 +104,21 @@ def accept(project: Project, patterns: list[str], *, force: bool = False, specs=
                                       "accepted": [*(entry.get("accepted") or []), a.record]}
             write_version(project, lock, new_assets, ObjectStore(cache_dir(project)), asset_dir(project))
         return done
+
+
+def _acceptance(asset, force: bool, project: Project) -> Acceptance | str | None:
+    """What accepting one changed asset records, why it is refused (a str), or None: nothing to accept."""
+    why = _refusal(asset, force)
+    if why:
+        return why
+    prev = asset.previous
+    to_spec = asset.spec.spec_hash(bool(prev.get("placeholder")))
+    if to_spec == prev.get("spec_hash"):
+        return None  # only a placeholder to replace, or takes to make: no spec change to accept
+    changes = field_changes(prev, asset.spec)
+    record = {"from_spec": prev.get("spec_hash"), "to_spec": to_spec, "fields": sorted(changes),
+              **stamp(project.root)}
+    return Acceptance(asset.name, changes, record)
 
 
 def _refusal(asset, force: bool) -> str | None:

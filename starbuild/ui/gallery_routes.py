@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-LOOPBACK_CLIENTS = {"127.0.0.1", "::1", "localhost", "testclient"}
+LOOPBACK_CLIENTS = {"127.0.0.1", "::1", "localhost"}
 
 
 def _host_ok(request) -> bool:
@@ -20,56 +20,64 @@ def _host_ok(request) -> bool:
     return name in LOOPBACK_HOSTS
 
 
-def routes(gallery):
-    """A Starlette app over a Gallery."""
-    from starlette.applications import Starlette
-    from starlette.concurrency import run_in_threadpool
-    from starlette.middleware import Middleware
-    from starlette.middleware.base import BaseHTTPMiddleware
-    from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
-    from starlette.routing import Route
+class _Handlers:
+    """The endpoints of one Gallery."""
 
-    state = gallery.state
+    def __init__(self, gallery):
+        self.gallery, self.state = gallery, gallery.state
 
-    async def loopback_only(request, call_next):
+    async def loopback_only(self, request, call_next):
+        from starlette.responses import PlainTextResponse
+
         if not _host_ok(request):
             return PlainTextResponse("the gallery answers on 127.0.0.1 only", status_code=403)
         return await call_next(request)
 
-    async def index(request):
-        return HTMLResponse(await run_in_threadpool(gallery.index))
+    async def index(self, request):
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import HTMLResponse
 
-    async def asset(request):
-        page = await run_in_threadpool(gallery.asset, request.path_params["name"])
+        return HTMLResponse(await run_in_threadpool(self.gallery.index))
+
+    async def asset(self, request):
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import HTMLResponse, PlainTextResponse
+
+        page = await run_in_threadpool(self.gallery.asset, request.path_params["name"])
         return HTMLResponse(page) if page else PlainTextResponse("no such asset", status_code=404)
 
-    def _file(path):
-        return FileResponse(path) if path else PlainTextResponse("not found", status_code=404)
+    async def file(self, request):
+        return _file(self.gallery.file_path(request.path_params["version"], request.path_params["path"]))
 
-    async def file(request):
-        return _file(gallery.file_path(request.path_params["version"], request.path_params["path"]))
+    async def obj(self, request):
+        from starlette.concurrency import run_in_threadpool
 
-    async def obj(request):
-        path = await run_in_threadpool(gallery.object_path, request.path_params["sha"])
-        return FileResponse(path, media_type=_sniff(path)) if path else PlainTextResponse("not found", 404)
+        path = await run_in_threadpool(self.gallery.object_path, request.path_params["sha"])
+        return _file(path, media_type=_sniff(path) if path else None)
 
-    async def thumb(request):
-        path = await run_in_threadpool(gallery.thumbnail, request.path_params["version"], request.path_params["path"])
-        if path is None:
-            return PlainTextResponse("not found", status_code=404)
-        return FileResponse(path, headers={"Cache-Control": "max-age=31536000, immutable"})
+    async def thumb(self, request):
+        from starlette.concurrency import run_in_threadpool
 
-    async def api_state(request):
+        params = request.path_params
+        path = await run_in_threadpool(self.gallery.thumbnail, params["version"], params["path"])
+        return _file(path, headers={"Cache-Control": "max-age=31536000, immutable"})
+
+    async def api_state(self, request):
+        from starlette.responses import JSONResponse
+
+        state = self.state
         return JSONResponse({"generation": state.generation, "building": sorted(state.building),
                              "failed": state.failed, "error": state.error,
                              "live": {n: state.live_text(n) for n in state.building | set(state.live)}})
 
-    async def action(request):
-        kind = request.path_params["action"]
+    async def action(self, request):
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import JSONResponse
+
         client = request.client.host if request.client else ""
         if client not in LOOPBACK_CLIENTS:
             return JSONResponse({"error": "actions are taken from this machine only"}, status_code=403)
-        if not secrets.compare_digest(request.headers.get("x-starbuild-token", ""), gallery.token):
+        if not secrets.compare_digest(request.headers.get("x-starbuild-token", ""), self.gallery.token):
             return JSONResponse({"error": "missing or wrong session token; reload the page"}, status_code=403)
         try:
             body = await request.json()
@@ -77,59 +85,77 @@ def routes(gallery):
             body = None
         if not isinstance(body, dict) or not isinstance(body.get("name"), str):
             return JSONResponse({"error": "send a JSON object with the asset's name"}, status_code=400)
-        status, answer = await run_in_threadpool(run_action, state, kind, body)
+        status, answer = await run_in_threadpool(run_action, self.state, request.path_params["action"], body)
         return JSONResponse(answer, status_code=status)
 
+
+def routes(gallery):
+    """A Starlette app over a Gallery."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.middleware.base import BaseHTTPMiddleware
+    from starlette.routing import Route
+
+    h = _Handlers(gallery)
     return Starlette(routes=[
-        Route("/", index), Route("/asset/{name:path}", asset), Route("/file/{version:int}/{path:path}", file),
-        Route("/thumb/{version:int}/{path:path}", thumb), Route("/object/{sha}", obj),
-        Route("/api/state", api_state), Route("/api/{action}", action, methods=["POST"]),
-    ], middleware=[Middleware(BaseHTTPMiddleware, dispatch=loopback_only)])
+        Route("/", h.index), Route("/asset/{name:path}", h.asset), Route("/file/{version:int}/{path:path}", h.file),
+        Route("/thumb/{version:int}/{path:path}", h.thumb), Route("/object/{sha}", h.obj),
+        Route("/api/state", h.api_state), Route("/api/{action}", h.action, methods=["POST"]),
+    ], middleware=[Middleware(BaseHTTPMiddleware, dispatch=h.loopback_only)])
+
+
+def _file(path, **kwargs):
+    from starlette.responses import FileResponse, PlainTextResponse
+
+    return FileResponse(path, **kwargs) if path else PlainTextResponse("not found", status_code=404)
 
 
 def _sniff(path) -> str:
-    with open(path, "rb") as fh:
-        head = fh.read(16)
     from starbuild.config.resolve import image_format
 
-    return f"image/{image_format(head) or 'png'}"
+    with open(path, "rb") as fh:
+        return f"image/{image_format(fh.read(16)) or 'png'}"
 
 
 def run_action(state, kind: str, body: dict[str, Any]) -> tuple[int, dict]:
     """Run pick, reroll or accept for the gallery: (HTTP status, JSON answer)."""
     from starbuild.errors import RefusedError, StarbuildError
-    from starbuild.review import decisions
 
-    project, name = state.project, body["name"]
-    if project is None:
+    action = _ACTIONS.get(kind)
+    if action is None:
+        return 404, {"error": f"no action {kind!r}"}
+    if state.project is None:
         return 409, {"error": "no project loaded"}
     try:
-        if kind == "pick":
-            take = body.get("take")
-            if not isinstance(take, int) or isinstance(take, bool):
-                return 400, {"error": "pick needs an integer take"}
-            record = decisions.pick(project, name, take)
-            message = f"picked take {take} of {name} ({record['by']}, {record['at']})"
-        elif kind == "accept":
-            done = decisions.accept(project, [name], force=bool(body.get("force")), tier=state.tier)
-            message = f"accepted {name}: {', '.join(done[0].record['fields'])}" if done else "nothing to accept"
-        elif kind == "reroll":
-            report = _reroll(state, project, name)
-            if report.exit_code:
-                errors = "; ".join(r.error or r.reason for r in report.results if r.error)
-                return 502, {"error": f"reroll of {name} failed: {errors}"}
-            message = f"rerolled {name}"
-        else:
-            return 404, {"error": f"no action {kind!r}"}
+        status, answer = action(state, body["name"], body)
     except RefusedError as exc:
         return 409, {"error": str(exc)}
     except StarbuildError as exc:
         return 400, {"error": str(exc)}
-    state.changed()
-    return 200, {"message": message}
+    if status == 200:
+        state.changed()
+    return status, answer
 
 
-def _reroll(state, project, name: str):
+def _pick(state, name: str, body: dict) -> tuple[int, dict]:
+    from starbuild.review import decisions
+
+    take = body.get("take")
+    if not isinstance(take, int) or isinstance(take, bool):
+        return 400, {"error": "pick needs an integer take"}
+    record = decisions.pick(state.project, name, take)
+    return 200, {"message": f"picked take {take} of {name} ({record['by']}, {record['at']})"}
+
+
+def _accept(state, name: str, body: dict) -> tuple[int, dict]:
+    from starbuild.review import decisions
+
+    done = decisions.accept(state.project, [name], force=bool(body.get("force")), tier=state.tier)
+    return 200, {"message": f"accepted {name}: {', '.join(done[0].record['fields'])}" if done
+                 else "nothing to accept"}
+
+
+def _reroll(state, name: str, body: dict) -> tuple[int, dict]:
     import dataclasses
 
     from starbuild.engine.build import BuildOptions
@@ -139,7 +165,13 @@ def _reroll(state, project, name: str):
     state.begin({name})
     report = None
     try:
-        report = decisions.reroll(project, [name], options, emit=state.emit)
-        return report
+        report = decisions.reroll(state.project, [name], options, emit=state.emit)
     finally:
         state.end(report)
+    if report.exit_code:
+        errors = "; ".join(r.error or r.reason for r in report.results if r.error)
+        return 502, {"error": f"reroll of {name} failed: {errors}"}
+    return 200, {"message": f"rerolled {name}"}
+
+
+_ACTIONS = {"pick": _pick, "accept": _accept, "reroll": _reroll}
