@@ -273,3 +273,14 @@ def test_gallery_flags_assets_changed_since_the_last_commit(project):
     cards = {chunk.split('"', 1)[0]: chunk for chunk in page.split('data-asset="')[1:]}
     assert "data-changed" in cards["icons/i1"].split(">", 1)[0]
     assert "data-changed" not in cards["icons/i0"].split(">", 1)[0]
+
+
+def test_gc_keeps_every_candidate_so_a_later_pick_still_works(project):
+    project.config(HERO.format(extra="    takes: 3\n"))
+    assert project.run("build", "--offline").exit_code == 0
+    assert project.run("pick", "hero", "3").exit_code == 0
+    assert project.run("gc").exit_code == 0
+    res = project.run("pick", "hero", "2")  # take 2 was never published, only kept as a candidate
+    assert res.exit_code == 0, res.stderr
+    second = project.lock()["assets"]["hero"]["candidates"][1]
+    assert sha(published(project, "hero")) == second["sha256"]
