@@ -284,3 +284,16 @@ def test_gc_keeps_every_candidate_so_a_later_pick_still_works(project):
     assert res.exit_code == 0, res.stderr
     second = project.lock()["assets"]["hero"]["candidates"][1]
     assert sha(published(project, "hero")) == second["sha256"]
+
+
+def test_adding_takes_to_a_built_asset_keeps_its_image_as_take_0(project, sampler):
+    project.config(HERO.format(extra=""))
+    assert api_build(project, sampler).exit_code == 0
+    image = published(project, "hero")
+    project.config(HERO.format(extra="    takes: 2\n"))
+    assert api_build(project, sampler).exit_code == 0
+    assert len(sampler.ledger) == 3
+    entry = project.lock()["assets"]["hero"]
+    assert [c["take"] for c in entry["candidates"]] == [0, 1, 2]
+    assert published(project, "hero") == image  # nothing changes under the user's feet until a pick
+    assert "no pick (3 candidates)" in plan_of(project)["hero"]["reason"]
