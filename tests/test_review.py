@@ -121,6 +121,8 @@ def test_reroll_one_cell_of_a_matrix_submits_exactly_once(project, sampler):
     assert all(a["status"] == "unchanged" for a in plan_of(project).values())
     assert project.run("pick", "icons/i3", "0").exit_code == 0  # the first image is still there
     assert sha(published(project, "icons/i3")) == before["icons/i3"]["files"][0]["sha256"]
+    res = project.run("reroll", "icons/i3", "--offline")  # a placeholder never stands in for a paid image
+    assert res.exit_code == 2 and "real image" in res.stderr
 
 
 def test_accept_a_prompt_typo_fix_keeps_the_image_without_paying(project, sampler):

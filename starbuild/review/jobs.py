@@ -94,9 +94,15 @@ class ReviewRun:
     def _targets(self, patterns: tuple[str, ...]) -> list[PlannedAsset]:
         return [a for a in self.plan.assets if a.spec is not None and any(fnmatchcase(a.name, p) for p in patterns)]
 
+    def _refuse_placeholder_over_real(self, asset: PlannedAsset) -> None:
+        if self.plan.placeholder and asset.previous and not asset.previous.get("placeholder"):
+            raise UsageError(f"{asset.name} is a real image; an --offline placeholder would not replace it "
+                             "(drop --offline)")
+
     def _rerolls(self) -> list[_Job]:
         jobs = []
         for asset in self._targets(self.request.reroll):
+            self._refuse_placeholder_over_real(asset)
             if asset.stale and asset.spec.takes:
                 jobs += self._take_jobs(asset)
             elif asset.stale:
@@ -108,6 +114,7 @@ class ReviewRun:
     def _promotions(self) -> list[_Job]:
         jobs = []
         for asset in self._targets(self.request.promote):
+            self._refuse_placeholder_over_real(asset)
             prev = asset.previous
             if prev is None or not prev.get("files"):
                 raise UsageError(f"{asset.name} has no image to promote; build it first (at the draft tier)")
