@@ -245,7 +245,10 @@ def test_cli_reroll_of_an_asset_with_takes_adds_a_candidate_without_picking_it(p
 def test_cli_promote_offline_records_where_the_image_came_from(project):
     project.config(TIERS)
     assert project.run("build", "--offline", "--tier", "draft").exit_code == 0
+    res = project.run("reroll", "hero", "--offline", "--tier", "draft")  # another draft, picked at once
+    assert res.exit_code == 0, res.stderr
     draft = project.lock()["assets"]["hero"]
+    assert draft["request"]["quality"] == "low" and draft["pick"]["take"] == 1
     res = project.run("promote", "hero", "--offline")
     assert res.exit_code == 0, res.stderr
     entry = project.lock()["assets"]["hero"]

@@ -39,34 +39,39 @@ def _options(ctx: Context, offline: bool, max_credits, wait: bool):
     return BuildOptions(offline=offline, max_credits=max_credits, wait=wait)
 
 
+_TIER = click.option("--tier", metavar="NAME", help="The tier the asset is reviewed at (as built with --tier).")
+
+
 @click.command(cls=GlobalCommand)
 @click.argument("names", nargs=-1, required=True, metavar="NAME_OR_GLOB...")
 @_build_flags
+@_TIER
 @pass_ctx
 @run_safely
-def reroll(ctx: Context, names, offline, max_credits, as_json, wait) -> None:
+def reroll(ctx: Context, names, offline, max_credits, as_json, wait, tier) -> None:
     """Make one more candidate of each named asset (one matrix cell alone if named), without editing YAML.
 
     The new candidate is published and picked, unless the asset has takes (then `starbuild pick`).
     """
     from starbuild.review.decisions import reroll as do_reroll
 
-    project = ctx.load()
+    project = ctx.load(tier)
     options = _options(ctx, offline, max_credits, wait)
-    options.specs = ctx.specs
+    options.specs, options.tier = ctx.specs, tier
     finish_build(ctx, project, as_json, lambda emit: do_reroll(project, list(names), options, emit=emit))
 
 
 @click.command(cls=GlobalCommand)
 @click.argument("names", nargs=-1, required=True, metavar="NAME_OR_GLOB...")
 @click.option("--force", is_flag=True, help="Also accept a change of model, size, resolution, n, inputs or mask.")
+@_TIER
 @pass_ctx
 @run_safely
-def accept(ctx: Context, names, force: bool) -> None:
+def accept(ctx: Context, names, force: bool, tier) -> None:
     """Keep the current image of each named asset for its changed spec (a typo fix); no API call."""
     from starbuild.review.decisions import accept as do_accept
 
-    project = ctx.load()
+    project = ctx.load(tier)
     done = do_accept(project, list(names), force=force, specs=ctx.specs)
     for a in done:
         click.echo(f"accepted {a.name}:")

@@ -161,7 +161,7 @@ def _reroll(state, name: str, body: dict) -> tuple[int, dict]:
     from starbuild.engine.build import BuildOptions
     from starbuild.review import decisions
 
-    options = dataclasses.replace(state.options or BuildOptions(), wait=True, specs=None)
+    options = dataclasses.replace(state.options or BuildOptions(), wait=True, specs=None, tier=state.tier)
     state.begin({name})
     report = None
     try:
