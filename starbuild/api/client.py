@@ -128,6 +128,9 @@ class StarMagicClient:
         ``once``: a single attempt whose errors go to the caller, and a lost answer (the request
         may have been received) is UnknownOutcomeError, for requests that must not be repeated blind.
         """
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise NotSentError(f"{url!r} is not an http(s) URL with a host; the request was not sent")
         headers = self._auth() if auth else {}
         err: ApiError | None = None
         attempts = 1 if once else self.retry.attempts
