@@ -387,7 +387,8 @@ class Runner:
         credits the API reserved (None when it did not say). A kind of image whose price is unknown
         goes one submission at a time, holding its pessimistic price (engine/prices.py)."""
         kind = price_kind(request)
-        probe = await self.prices.claim(kind)
+        # Without a cap there is nothing to protect: no probing, full concurrency from the start.
+        probe = await self.prices.claim(kind) if self.budget.limit is not None else False
         try:
             return await self._submit_attempts(asset, spec, h, request, kind)
         finally:
