@@ -187,7 +187,7 @@ def judge(returncode: int, stdout: str, stderr: str, expected: set[str]) -> Verd
 
 
 def cli_env(url: str, cache: Path) -> dict:
-    env = {**os.environ, "STARBUILD_CACHE_DIR": str(cache), "STARMAGIC_API_KEY": KEY,
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1", "STARBUILD_CACHE_DIR": str(cache), "STARMAGIC_API_KEY": KEY,
            "STARMAGIC_BASE_URL": url, "STARMAGIC_FILES_URL": url}
     return env
 
@@ -220,6 +220,7 @@ class Summary:
     lost: int = 0           # images the server made that the final lockfile does not have
     hangs: int = 0          # builds that did not end in time
     sigterms: int = 0       # kills by SIGTERM (the others are SIGKILL)
+    slow_stops: int = 0     # of those, builds that ended by their 10 s watchdog, not on their own
     budget_runs: int = 0
     overspend: float = 0.0  # the most billed / cap over the budget runs
     seconds: float = 0.0
@@ -229,6 +230,7 @@ class Summary:
     def ok(self) -> bool:
         return not (self.duplicates or self.corrupt or self.unreported or self.tracebacks or self.temp_files
                     or self.failed or self.problems or self.lost > self.unknown_billed or self.hangs
+                    or self.slow_stops
                     or self.overspend > 1 + 1e-9) and self.fault_kinds_ok == self.fault_kinds
 
     def line(self) -> str:
@@ -287,11 +289,13 @@ def run_kill_stream(summary: Summary, trials: int, seed: int = 0, assets: int = 
                 try:
                     proc.wait(timeout=wait)
                 except subprocess.TimeoutExpired:
-                    stop(proc, sig, summary, f"trial {trial}")
+                    stop(proc, sig, summary, f"{name} trial {trial}", err)
                 summary.trials += 1
-                if proc.returncode in (-signal.SIGKILL, 143):
+                if proc.returncode in (-signal.SIGKILL, -signal.SIGABRT, 143):
                     summary.killed += 1
                     summary.sigterms += proc.returncode == 143
+                    if "did not stop within" in err.read_text(errors="replace"):
+                        summary.slow_stops += 1
                     if "Traceback" in err.read_text(errors="replace"):
                         summary.tracebacks += 1
                         summary.problems.append(f"trial {trial}: a traceback before the kill")
@@ -333,16 +337,21 @@ def run_kill_stream(summary: Summary, trials: int, seed: int = 0, assets: int = 
         summary.submissions += len(emulator.ledger)
 
 
-def stop(proc: subprocess.Popen, sig: int, summary: Summary, where: str) -> None:
-    """Kill a build: SIGKILL, or SIGTERM after which it must end on its own within 15 s."""
+def stop(proc: subprocess.Popen, sig: int, summary: Summary, where: str, err: Path | None = None) -> None:
+    """Kill a build: SIGKILL, or SIGTERM after which it must end on its own within 15 s.
+
+    A build still running then is a hang: SIGABRT makes it print where each thread was
+    (PYTHONFAULTHANDLER is set), and that goes into the problem.
+    """
     proc.send_signal(sig)
     try:
         proc.wait(timeout=15 if sig == signal.SIGTERM else None)
     except subprocess.TimeoutExpired:
         summary.hangs += 1
-        summary.problems.append(f"{where}: still running 15 s after SIGTERM")
-        proc.send_signal(signal.SIGKILL)
+        proc.send_signal(signal.SIGABRT)
         proc.wait()
+        stack = err.read_text(errors="replace")[-3000:] if err is not None else ""
+        summary.problems.append(f"{where}: still running 15 s after SIGTERM: {stack}")
 
 
 def lost_images(emulator, root: Path) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -74,6 +75,23 @@ class _Flag:
         return self.value
 
 
+GRACE_SECONDS = 10.0
+
+
+def _exit_later(seconds: float) -> None:
+    """A build told to stop that is still running after ``seconds`` exits anyway: everything it
+    journaled is as safe as after a SIGKILL, and CI will not wait forever."""
+    import threading
+
+    def watchdog() -> None:
+        time.sleep(seconds)
+        sys.stderr.write(f"did not stop within {seconds:g} s of SIGTERM; exiting now\n")
+        sys.stderr.flush()
+        os._exit(143)
+
+    threading.Thread(target=watchdog, name="sigterm-watchdog", daemon=True).start()
+
+
 def _sigterm_as_ctrl_c() -> _Flag:
     """SIGTERM (what CI sends on cancel) goes the way of Ctrl-C: tasks in flight stay journaled,
     holds and locks are released, and the next build resumes. The flag tells which one came."""
@@ -85,8 +103,18 @@ def _sigterm_as_ctrl_c() -> _Flag:
         return flag
 
     def on_term(signum, frame) -> None:
+        if flag.value:
+            return
         flag.value = True
-        signal.raise_signal(signal.SIGINT)  # exactly what Ctrl-C does, wherever the process is
+        click.echo("stopping (SIGTERM); tasks in flight stay journaled for the next build", err=True)
+        _exit_later(GRACE_SECONDS)
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler) and handler is not signal.default_int_handler:
+            signal.raise_signal(signal.SIGINT)  # asyncio's own Ctrl-C: cancel the build's main task
+        else:
+            # Not in asyncio, or SIGINT ignored (a background job of a shell, some CI runners):
+            # the interrupt itself, as Ctrl-C raises it.
+            raise KeyboardInterrupt
 
     try:
         signal.signal(signal.SIGTERM, on_term)

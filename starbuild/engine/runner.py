@@ -286,7 +286,10 @@ class Runner:
         try:
             result = await self._protocol(asset, done)
         except Stop as exc:
-            result = AssetResult(outcome=Outcome.SKIPPED, reason=str(exc), error_code=exc.code, **base)
+            if exc.code == "journal":  # not a choice but a fault: the build must not look successful
+                result = AssetResult(outcome=Outcome.FAILED, reason=asset.reason, error=str(exc), **base)
+            else:
+                result = AssetResult(outcome=Outcome.SKIPPED, reason=str(exc), error_code=exc.code, **base)
         except ApiError as exc:
             if isinstance(exc, (AuthError, QuotaError)):
                 self._refuse(exc)
@@ -400,7 +403,7 @@ class Runner:
         if self.refusal:
             raise Stop(f"not submitted: {self.refusal}", code="refused")
         if self.halted:
-            raise Stop(f"not submitted: {self.halted}")
+            raise Stop(f"not submitted: {self.halted}", code="journal")
         if self.stopping:
             raise Stop("not submitted: an earlier asset failed and --fail-fast is set")
 
