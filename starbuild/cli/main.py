@@ -94,7 +94,8 @@ def _exit_later(seconds: float) -> None:
 
 def _sigterm_as_ctrl_c() -> _Flag:
     """SIGTERM (what CI sends on cancel) goes the way of Ctrl-C: tasks in flight stay journaled,
-    holds and locks are released, and the next build resumes. The flag tells which one came."""
+    holds and locks are released, and the next build resumes (engine/interrupt.py). The flag
+    tells which one came."""
     import signal
     import threading
 
@@ -108,12 +109,9 @@ def _sigterm_as_ctrl_c() -> _Flag:
         flag.value = True
         click.echo("stopping (SIGTERM); tasks in flight stay journaled for the next build", err=True)
         _exit_later(GRACE_SECONDS)
-        handler = signal.getsignal(signal.SIGINT)
-        if callable(handler) and handler is not signal.default_int_handler:
-            signal.raise_signal(signal.SIGINT)  # asyncio's own Ctrl-C: cancel the build's main task
-        else:
-            # Not in asyncio, or SIGINT ignored (a background job of a shell, some CI runners):
-            # the interrupt itself, as Ctrl-C raises it.
+        from starbuild.engine.interrupt import stop_running_build
+
+        if not stop_running_build():  # no build running yet (or any more): interrupt right here
             raise KeyboardInterrupt
 
     try:

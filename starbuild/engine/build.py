@@ -95,12 +95,20 @@ def build(project: Project, options: BuildOptions | None = None, **kwargs: Any) 
     """Synchronous wrapper of abuild."""
     out: list[BuildReport] = []
 
+    from starbuild.engine.interrupt import stop_requested, stoppable
+
     async def main() -> None:
         # The report stays out of the coroutine's return value: asyncio.run formats the main task
         # (and so its result) when it restores the Ctrl-C handler, which costs seconds for a big one.
-        out.append(await abuild(project, options, **kwargs))
+        with stoppable():
+            out.append(await abuild(project, options, **kwargs))
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except asyncio.CancelledError:
+        if stop_requested():  # SIGTERM: the same ending as Ctrl-C
+            raise KeyboardInterrupt from None
+        raise
     return out[0]
 
 
