@@ -291,9 +291,11 @@ def run_kill_stream(summary: Summary, trials: int, seed: int = 0, assets: int = 
                 except subprocess.TimeoutExpired:
                     stop(proc, sig, summary, f"{name} trial {trial}", err)
                 summary.trials += 1
-                if proc.returncode in (-signal.SIGKILL, -signal.SIGABRT, 143):
+                # -SIGTERM: the signal came while Python was starting or shutting down, when its
+                # default action applies (nothing is in flight then).
+                if proc.returncode in (-signal.SIGKILL, -signal.SIGABRT, -signal.SIGTERM, 143):
                     summary.killed += 1
-                    summary.sigterms += proc.returncode == 143
+                    summary.sigterms += proc.returncode in (143, -signal.SIGTERM)
                     if "did not stop within" in err.read_text(errors="replace"):
                         summary.slow_stops += 1
                     if "Traceback" in err.read_text(errors="replace"):
@@ -309,7 +311,7 @@ def run_kill_stream(summary: Summary, trials: int, seed: int = 0, assets: int = 
                     summary.corrupt += 1
                     summary.problems += [f"trial {trial}: {p}" for p in problems]
                 log(f"{name} trial {trial:3d}: set {sets[-1]:2d}, "
-                    f"{'killed after ' + format(wait, '.2f') + ' s' if proc.returncode in (-signal.SIGKILL, 143) else 'exit ' + str(proc.returncode)}, "
+                    f"{'killed after ' + format(wait, '.2f') + ' s' if proc.returncode in (-signal.SIGKILL, -signal.SIGTERM, 143) else 'exit ' + str(proc.returncode)}, "
                     f"{len(emulator.ledger)} submissions so far")
             # The clean build: every set used, no faults, no kill, more concurrency to be quick.
             emulator.config.faults = Faults()
