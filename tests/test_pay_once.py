@@ -369,3 +369,16 @@ def test_sigterm_ends_a_build_like_ctrl_c_and_the_next_build_resumes(project, tm
         out, err = second.communicate(timeout=60)
     assert second.returncode == 0, err
     assert [a["status"] for a in json.loads(out)["assets"]] == ["resumed"] * 3 and len(em.ledger) == 3
+
+
+def test_rollback_repairs_a_copied_current_instead_of_crashing(project, emulator):
+    project.config(matrix_config(1, prompt="one"))
+    api_build(project, emulator)
+    project.config(matrix_config(1, prompt="two"))
+    api_build(project, emulator)
+    assets = project.root / "assets"
+    (assets / "current").unlink()
+    shutil.copytree(assets / "v0002", assets / "current")
+    res = project.run("rollback", "1")
+    assert res.exit_code == 0, res.stderr
+    assert os.readlink(assets / "current") == "v0001" and (assets / "v0002").is_dir()

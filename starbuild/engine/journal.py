@@ -2,7 +2,8 @@
 
 Keyed by spec_hash. A record moves ``submitting`` → ``submitted`` (task id known) → ``stored``
 (files in the object store). Stored records stay, so a spec that comes back later is served from
-the store instead of paid again. In-flight and stored records live apart, so looking for
+the store instead of paid again; ``published`` marks those a version has published (until then
+gc keeps them: they are paid images nobody has yet). A write that fails is a StoreError. In-flight and stored records live apart, so looking for
 unfinished tasks never reads the (possibly large) stored history. No result URL and no key is
 ever written here.
 """

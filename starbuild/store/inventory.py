@@ -46,7 +46,10 @@ def rollback(project: Project, version: int) -> None:
     manifest = assets.manifest(version)
     if not isinstance(manifest.get("assets"), dict):
         raise UsageError(f"version {version} has no readable manifest.json; it cannot be restored")
+    from starbuild.engine.publishing import check_output
+
     with project_lock(project.root, cache_dir(project)):
+        check_output(project, assets)  # a `current` copied into a real folder is repaired or refused
         assets.set_current(version)
         write_lock(project.root / LOCK_NAME, Lock(asset_version=version, assets=manifest["assets"]))
 
