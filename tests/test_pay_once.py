@@ -382,3 +382,24 @@ def test_rollback_repairs_a_copied_current_instead_of_crashing(project, emulator
     res = project.run("rollback", "1")
     assert res.exit_code == 0, res.stderr
     assert os.readlink(assets / "current") == "v0001" and (assets / "v0002").is_dir()
+
+
+def test_sigterm_while_submissions_are_on_the_wire_journals_their_answers(project, tmp_path):
+    em = Emulator(EmulatorConfig(render="plain", latency=3.0,
+                                 faults=Faults(rate_slow_submit=1.0, slow_submit_seconds=1.0)))
+    project.config(matrix_config(3, concurrency=3))
+    log = tmp_path / "log"
+    with serve_in_thread(em) as url:
+        with log.open("w") as fh:
+            proc = _cli(project, url, "build", stdout=fh, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + 30
+            while len(em.ledger) < 3:  # accepted (and billed); the answers are a second away
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.01)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+        assert proc.returncode == 143, log.read_text()
+        second = _cli(project, url, "build", "--json", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err
+    assert [a["status"] for a in json.loads(out)["assets"]] == ["resumed"] * 3 and len(em.ledger) == 3

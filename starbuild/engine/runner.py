@@ -212,6 +212,9 @@ def named_files(name: str, files: list[dict]) -> list[dict]:
     return out
 
 
+LATE_ANSWER_SECONDS = 5.0  # how long a stopped build still waits for the answer to a submission
+
+
 class Stop(Exception):
     """This asset was not attempted (budget, fail-fast, a refused key, a failed parent)."""
 
@@ -459,8 +462,9 @@ class Runner:
                 if isinstance(exc, StoreError) and not self.halted:
                     self.halted = f"the journal cannot be written ({exc})"
                 raise
+            sending = asyncio.ensure_future(self.client.submit(body))
             try:
-                task = await self.client.submit(body)
+                task = await asyncio.shield(sending)
             except (RateLimitError, TransientApiError) as exc:  # refused or never sent: nothing in flight
                 refused: TransientApiError | None = exc
             except ApiError as exc:
@@ -474,10 +478,10 @@ class Runner:
                 self.limit.release()
                 raise
             except BaseException:
-                # Cancelled (Ctrl-C) or broken while the request may have been received: the
-                # outcome is unknown, so the "submitting" record stays and the next build says so.
-                self.budget.settle(held, None)
-                self.limit.release()
+                # Stopped (Ctrl-C, SIGTERM) while the request is on the wire: its answer is still
+                # awaited a few seconds, so an accepted task is journaled and resumed next time.
+                # Without an answer the outcome is unknown: the "submitting" record stays.
+                await self._settle_late(sending, asset, h, request, kind, held)
                 raise
             else:
                 refused = None
@@ -499,6 +503,26 @@ class Runner:
                 await asyncio.sleep(policy.delay(attempt - 1, refused.retry_after, self._rng))
                 continue
             return self._accepted(asset, h, request, kind, task, held)
+
+    async def _settle_late(self, sending: asyncio.Future, asset: PlannedAsset, h: str, request: dict,
+                           kind: tuple, held: float) -> None:
+        try:
+            await asyncio.wait({sending}, timeout=LATE_ANSWER_SECONDS)
+        except BaseException:  # stopped again: no more waiting
+            pass
+        if sending.done() and not sending.cancelled() and sending.exception() is None:
+            self._accepted(asset, h, request, kind, sending.result(), held)[1].release()
+            return
+        if not sending.done():
+            sending.cancel()
+        elif not sending.cancelled() and isinstance(sending.exception(), ApiError) and \
+                not isinstance(sending.exception(), UnknownOutcomeError):
+            self._forget(h)  # refused after all: nothing was billed
+            self.budget.release(held)
+            self.limit.release()
+            return
+        self.budget.settle(held, None)
+        self.limit.release()
 
     def _accepted(self, asset: PlannedAsset, h: str, request: dict, kind: tuple, task: Task,
                   held: float) -> tuple[Task, "_Hold", float | None]:
