@@ -506,9 +506,10 @@ class Runner:
 
     async def _settle_late(self, sending: asyncio.Future, asset: PlannedAsset, h: str, request: dict,
                            kind: tuple, held: float) -> None:
+        """Count a submission whose build was stopped while it was on the wire, by its late answer."""
         try:
             await asyncio.wait({sending}, timeout=LATE_ANSWER_SECONDS)
-        except BaseException:  # stopped again: no more waiting
+        except asyncio.CancelledError:  # stopped again: no more waiting
             pass
         if sending.done() and not sending.cancelled() and sending.exception() is None:
             self._accepted(asset, h, request, kind, sending.result(), held)[1].release()
