@@ -348,7 +348,7 @@ def _ignore_sigint() -> None:
 
 @pytest.mark.parametrize("sigint", ["default", "ignored"])
 def test_sigterm_ends_a_build_like_ctrl_c_and_the_next_build_resumes(project, tmp_path, sigint):
-    em = Emulator(EmulatorConfig(render="plain", latency=3.0))
+    em = Emulator(EmulatorConfig(render="plain", latency=2.0))
     project.config(matrix_config(3, concurrency=3))
     log = tmp_path / "log"
     extra = {"preexec_fn": _ignore_sigint} if sigint == "ignored" else {}
@@ -385,8 +385,8 @@ def test_rollback_repairs_a_copied_current_instead_of_crashing(project, emulator
 
 
 def test_sigterm_while_submissions_are_on_the_wire_journals_their_answers(project, tmp_path):
-    em = Emulator(EmulatorConfig(render="plain", latency=3.0,
-                                 faults=Faults(rate_slow_submit=1.0, slow_submit_seconds=1.0)))
+    em = Emulator(EmulatorConfig(render="plain", latency=1.5,
+                                 faults=Faults(rate_slow_submit=1.0, slow_submit_seconds=0.8)))
     project.config(matrix_config(3, concurrency=3))
     log = tmp_path / "log"
     with serve_in_thread(em) as url:
