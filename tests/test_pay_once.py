@@ -403,3 +403,20 @@ def test_sigterm_while_submissions_are_on_the_wire_journals_their_answers(projec
         out, err = second.communicate(timeout=60)
     assert second.returncode == 0, err
     assert [a["status"] for a in json.loads(out)["assets"]] == ["resumed"] * 3 and len(em.ledger) == 3
+
+
+def test_gc_learns_that_a_record_of_an_earlier_starbuild_was_published(project, emulator, tmp_path):
+    from starbuild.engine.journal import Journal
+
+    keep1 = "output:\n  keep: 1\n"
+    project.config(matrix_config(1, prompt="old", extra=keep1))
+    api_build(project, emulator)
+    journal = Journal(tmp_path / ".cache" / "journal")  # as an earlier starbuild left it: no flag
+    for h, rec in list(journal.stored_items()):
+        journal._stored.set(h, {k: v for k, v in rec.items() if k != "published"})
+    journal.close()
+    assert "kept" not in project.run("gc").stdout  # in a version: nothing to keep apart
+    project.config(matrix_config(1, prompt="new", extra=keep1))
+    api_build(project, emulator)  # v0001 (the old image) is pruned
+    res = project.run("gc")
+    assert "removed 1 unreferenced" in res.stdout and "kept" not in res.stdout, res.stdout

@@ -86,16 +86,19 @@ def collect_garbage(project: Project, *, dry_run: bool = False) -> Garbage:
             assets.clean_partial()
         journal = Journal(cache / "journal")
         try:
-            doomed = []
+            doomed, seen_published = [], set()
             for h, rec in journal.stored_items():
                 shas = {f.get("sha256") for f in rec.get("files") or [] if isinstance(f, dict)}
-                if not rec.get("published"):
+                if not rec.get("published") and shas & keep:
+                    seen_published.add(h)  # in a version now (a record of an earlier starbuild)
+                elif not rec.get("published"):
                     keep |= shas
                     garbage.kept_unpublished += 1
                 elif not shas & keep:
                     doomed.append((h, rec))
             garbage.records = [str(rec.get("name") or h) for h, rec in doomed]
             if not dry_run:
+                journal.mark_published(seen_published)
                 for h, _ in doomed:
                     journal.forget_stored(h)
         finally:
