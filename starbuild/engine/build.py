@@ -188,9 +188,10 @@ async def _run(project, options, todo, journal, store, transport, emulator, emit
         base_url = files_url = OFFLINE_BASE_URL
         key = "offline"
     else:
+        from starbuild.config.urls import api_urls
+
         key = _api_key(project, options)
-        base_url = options.env.get("STARMAGIC_BASE_URL") or provider.base_url
-        files_url = options.env.get("STARMAGIC_FILES_URL") or provider.files_url
+        base_url, files_url = api_urls(provider.base_url, provider.files_url, options.env)
     run_opts = RunOptions(
         concurrency=options.concurrency or provider.concurrency, rate_per_second=provider.submissions_per_second(),
         max_credits=_max_credits(project, options), task_timeout=provider.task_timeout,
