@@ -70,7 +70,8 @@ def collect_garbage(project: Project) -> tuple[int, int]:
         journal = Journal(cache / "journal")
         try:
             for h, rec in journal.stored_items():
-                if not {f["sha256"] for f in rec.get("files", [])} & keep:
+                files = rec.get("files") if isinstance(rec.get("files"), list) else []
+                if not {f.get("sha256") for f in files if isinstance(f, dict)} & keep:
                     journal.forget_stored(h)
         finally:
             journal.close()
