@@ -25,6 +25,9 @@ _FAULT_HELP = {
     "rate_results_objects": "results as [{\"url\": ...}] instead of strings",
     "rate_legacy_envelope": "error answers in the older envelope (integer code, param, fallback_suggestion)",
     "rate_extra_fields": "unknown extra fields; no usage/estimated_time on task queries",
+    "rate_echo_headers": "400 whose message echoes the request headers (the key included)",
+    "rate_escape_text": "terminal escape sequences in error and task failure messages",
+    "rate_drip": "task query and result bodies sent one byte every --drip-seconds",
 }
 
 
@@ -69,13 +72,15 @@ def _fault_options(command):
 @_fault_options
 @click.option("--slow-seconds", default=2.0, show_default=True, type=click.FloatRange(min=0.0),
               help="Delay of a slow answer.")
+@click.option("--drip-seconds", default=1.0, show_default=True, type=click.FloatRange(min=0.0),
+              help="Pause between the bytes of a dripping body under --fault-drip.")
 @click.option("--results-null-seconds", default=1.0, show_default=True, type=click.FloatRange(min=0.0),
               help="How long a completed task shows results: null under --fault-results-null.")
 @click.option("--failure-code", "failure_codes", multiple=True, type=click.Choice(FAILURE_CODES),
               help="Codes failed tasks use (repeatable; default: all documented codes).")
 def emulator_command(host, port, latency, ttl, task_ttl, file_ttl, seed, api_key, credit_balance,
                      deny_model, max_unfinished, render, public_url, allow_loopback_callbacks,
-                     slow_seconds, results_null_seconds, failure_codes, **rates):
+                     slow_seconds, drip_seconds, results_null_seconds, failure_codes, **rates):
     """Serve the StarMagic API emulator over HTTP until Ctrl-C.
 
     Point any client at it with STARMAGIC_BASE_URL (and STARMAGIC_FILES_URL for uploads).
@@ -84,7 +89,7 @@ def emulator_command(host, port, latency, ttl, task_ttl, file_ttl, seed, api_key
     from .config import DEFAULT_PUBLIC_URL
     from .server import serve
 
-    faults = Faults(slow_seconds=slow_seconds, results_null_seconds=results_null_seconds,
+    faults = Faults(slow_seconds=slow_seconds, drip_seconds=drip_seconds, results_null_seconds=results_null_seconds,
                     failure_codes=tuple(failure_codes) or FAILURE_CODES, max_unfinished=max_unfinished,
                     **rates)
     config = EmulatorConfig(latency=latency, ttl=ttl, task_ttl=task_ttl, file_ttl=file_ttl, seed=seed,

@@ -47,6 +47,10 @@ class Faults:
     rate_results_objects: float = 0.0
     rate_legacy_envelope: float = 0.0
     rate_extra_fields: float = 0.0
+    rate_echo_headers: float = 0.0
+    rate_escape_text: float = 0.0
+    rate_drip: float = 0.0
+    drip_seconds: float = 1.0
     max_unfinished: int | None = None
 
     def __post_init__(self) -> None:

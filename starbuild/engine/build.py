@@ -197,7 +197,10 @@ async def _run(project, options, todo, journal, store, transport, emulator, emit
         max_credits=_max_credits(project, options), task_timeout=provider.task_timeout,
         retry_failed=options.retry_failed, fail_fast=options.fail_fast, placeholder=options.offline,
         retry_unknown=options.retry_unknown, poll_base=options.poll_base, poll_cap=options.poll_cap)
-    async with StarMagicClient(base_url, key, files_url=files_url, transport=transport, retry=options.retry) as client:
+    # No single request may outlast the time a whole task is given.
+    deadlines = dict(deadline=min(60.0, provider.task_timeout), download_deadline=min(300.0, provider.task_timeout))
+    async with StarMagicClient(base_url, key, files_url=files_url, transport=transport, retry=options.retry,
+                               **deadlines) as client:
         runner = Runner(client, journal, store, project.root, run_opts, emit or (lambda *a: None))
         if options.uploads is not None:
             runner.uploads = options.uploads
