@@ -57,7 +57,10 @@ def read_axis_file(root: Path, rel: str, fail: Fail, where: tuple) -> list[Any]:
         except RecursionError:
             raise fail(where, f"{rel}: the JSON is nested too deeply") from None
     elif suffix in (".yaml", ".yml"):
-        data, _ = load_yaml(text, rel)
+        try:
+            data, _ = load_yaml(text, rel)
+        except ConfigError as exc:  # located in the axis file, reported at the axis in the config
+            raise fail(where, "; ".join(str(i) for i in exc.issues)) from None
     else:
         raise fail(where, f"{rel!r}: axis files must be .csv, .json, .yaml or .yml")
     if not isinstance(data, list) or not data:

@@ -121,7 +121,8 @@ class Emulator:
                 self.counters[f"status_{message['status']}"] += 1
             await send(message)
 
-        if endpoint in ("task", "result") and self._roll("drip", self.config.faults.rate_drip):
+        faults = self.config.faults
+        if endpoint in ("task", "result") and self._roll(f"drip_{endpoint}", getattr(faults, f"rate_drip_{endpoint}")):
             counting_send = await drip(counting_send, self.config.faults.drip_seconds)
         if endpoint in ("submit", "task"):
             fault = await request_fault(self, scope.get("headers", []))

@@ -27,7 +27,8 @@ _FAULT_HELP = {
     "rate_extra_fields": "unknown extra fields; no usage/estimated_time on task queries",
     "rate_echo_headers": "400 whose message echoes the request headers (the key included)",
     "rate_escape_text": "terminal escape sequences in error and task failure messages",
-    "rate_drip": "task query and result bodies sent one byte every --drip-seconds",
+    "rate_drip_task": "task query answers sent one byte every --drip-seconds",
+    "rate_drip_result": "result downloads sent one byte every --drip-seconds",
 }
 
 
@@ -73,7 +74,7 @@ def _fault_options(command):
 @click.option("--slow-seconds", default=2.0, show_default=True, type=click.FloatRange(min=0.0),
               help="Delay of a slow answer.")
 @click.option("--drip-seconds", default=1.0, show_default=True, type=click.FloatRange(min=0.0),
-              help="Pause between the bytes of a dripping body under --fault-drip.")
+              help="Pause between the bytes of a dripping body under --fault-drip-task/-result.")
 @click.option("--results-null-seconds", default=1.0, show_default=True, type=click.FloatRange(min=0.0),
               help="How long a completed task shows results: null under --fault-results-null.")
 @click.option("--failure-code", "failure_codes", multiple=True, type=click.Choice(FAILURE_CODES),

@@ -34,7 +34,26 @@ def rel_path_problem(value: Any) -> str | None:
 
 
 def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number JSON allows")
+    return _NonFinite(name)
+
+
+class _NonFinite(float):
+    """NaN or Infinity as read, kept so that the check can say where it was."""
+
+    def __new__(cls, name: str) -> "_NonFinite":
+        value = super().__new__(cls, {"NaN": "nan", "Infinity": "inf", "-Infinity": "-inf"}[name])
+        value.name = name
+        return value
+
+
+def _non_finite_paths(data: Any, path: tuple = ()) -> list[tuple[tuple, str]]:
+    if isinstance(data, _NonFinite):
+        return [(path, data.name)]
+    if isinstance(data, dict):
+        return [p for k, v in data.items() for p in _non_finite_paths(v, path + (k,))]
+    if isinstance(data, list):
+        return [p for i, v in enumerate(data) for p in _non_finite_paths(v, path + (i,))]
+    return []
 
 
 def parse_json(text: str, file: str, what: str) -> Any:
@@ -103,6 +122,11 @@ def check_assets(data: dict, text: str, file: str, hint: str) -> None:
 
     def add(path: tuple, message: str) -> None:
         issues.append(Issue(file, locate(text, path), None, ".".join(map(str, path)), f"{message}; {hint}"))
+
+    for path, name in _non_finite_paths(data)[:20]:
+        add(path, f"{name} is not a number JSON allows")
+    if issues:
+        raise ConfigError(issues)
 
     version = data.get("asset_version", 0)
     if not (_is_int(version) and version >= 0):
