@@ -12,13 +12,14 @@ def is_loopback_host(host: str | None) -> bool:
     """True for localhost (and *.localhost), 127.0.0.0/8 and ::1."""
     if not host:
         return False
-    host = host.strip("[]").lower().rstrip(".")
-    if host in LOOPBACK_NAMES or host.endswith(".localhost"):
+    host = host.strip("[]").lower()
+    if host in LOOPBACK_NAMES or host.endswith(".localhost") or host == "::1":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    return address.version == 4 and address.is_loopback  # the forms the JSON Schema can match too
 
 
 def api_url_problem(url: str) -> str | None:
