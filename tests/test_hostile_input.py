@@ -151,7 +151,7 @@ def test_fifo_inputs_are_refused_not_waited_on(project, case):
     res = _cli(project.root, "validate", timeout=30)
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr
-    assert "FIFO" in res.stderr or "regular file" in res.stderr or "not found" in res.stderr, res.stderr
+    assert "FIFO" in res.stderr, res.stderr
 
 
 def test_config_that_is_a_fifo_is_refused(project):

@@ -24,6 +24,7 @@ from jinja2 import nodes
 from jinja2.runtime import new_context
 from jinja2.sandbox import SandboxedEnvironment
 
+MAX_TEMPLATE_BYTES = 1 << 20
 RENDER_SECONDS = 2.0
 MAX_LOOP_STEPS = 1_000_000
 MAX_OUTPUT = 1_000_000
@@ -35,18 +36,40 @@ class OutsideProject(jinja2.TemplateNotFound):
     """A template whose real path (symlinks followed) is outside the project folder."""
 
 
+class UnreadableTemplate(jinja2.TemplateNotFound):
+    """A template path that is not a regular file (a FIFO would block forever) or is too large."""
+
+    def __init__(self, name: str, why: str):
+        super().__init__(name)
+        self.why = why
+
+
 class _ProjectLoader(jinja2.FileSystemLoader):
-    """Loads templates from the project folder only, refusing symlinks that lead out of it."""
+    """Loads templates from the project folder only, refusing symlinks that lead out of it, and
+    reading only regular files of at most MAX_TEMPLATE_BYTES."""
 
     def __init__(self, root: Path):
         super().__init__(str(root))
         self.root = root.resolve()
 
     def get_source(self, environment, template):
-        source, filename, uptodate = super().get_source(environment, template)
-        if not Path(filename).resolve().is_relative_to(self.root):
+        from jinja2.loaders import split_template_path
+
+        from starbuild.safefile import read_text
+
+        path = self.root.joinpath(*split_template_path(template))
+        if not path.resolve().is_relative_to(self.root):
             raise OutsideProject(template)
-        return source, filename, uptodate
+        try:
+            source = read_text(path, MAX_TEMPLATE_BYTES)
+        except FileNotFoundError:
+            raise jinja2.TemplateNotFound(template) from None
+        except UnicodeDecodeError:
+            raise UnreadableTemplate(template, "it is not UTF-8 text") from None
+        except OSError as exc:
+            raise UnreadableTemplate(template, exc.strerror or str(exc)) from None
+        mtime = path.stat().st_mtime
+        return source, str(path), lambda: path.stat().st_mtime == mtime if path.exists() else False
 
 
 class BudgetExceeded(jinja2.exceptions.SecurityError):
@@ -177,6 +200,8 @@ class Templates:
         except OutsideProject as exc:
             raise TemplateProblem(f"template file {exc.name!r} is outside the project folder (through a "
                                   "symlink); templates must be inside it") from None
+        except UnreadableTemplate as exc:
+            raise TemplateProblem(f"cannot read template file {exc.name!r}: {exc.why}") from None
         except jinja2.TemplateNotFound as exc:
             raise TemplateProblem(f"template file {exc.name!r} not found in the project folder") from None
         except (OSError, UnicodeDecodeError) as exc:
@@ -217,6 +242,8 @@ class Templates:
             raise TemplateProblem(f"template syntax error in {exc.filename}: {exc.message}", exc.lineno) from None
         except OutsideProject as exc:
             raise TemplateProblem(f"included template {exc.name!r} is outside the project folder") from None
+        except UnreadableTemplate as exc:
+            raise TemplateProblem(f"cannot read included template {exc.name!r}: {exc.why}") from None
         except jinja2.TemplateNotFound as exc:
             raise TemplateProblem(f"template file {exc.name!r} not found in the project folder") from None
         except Exception as exc:  # a filter or expression failing on the user's data
