@@ -361,6 +361,8 @@ def fault_kinds(rate: float = 0.3) -> dict[str, object]:
         extra = {"slow_seconds": 0.5} if name == "rate_slow" else {}
         if name == "rate_results_null":
             extra = {"results_null_seconds": 0.5}
+        if name == "rate_escape_text":
+            extra = {"rate_task_failed": rate}  # escape sequences ride on failure messages
         if name.startswith("rate_drip"):
             extra = {"drip_seconds": 0.002}  # a few seconds a body: slow, within every deadline
         kinds.setdefault(name.removeprefix("rate_"), Faults(**{name: rate}, **extra))
