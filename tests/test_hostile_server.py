@@ -252,3 +252,14 @@ def test_client_deadline_covers_a_slow_request(tmp_path):
             return time.monotonic() - started
 
     assert asyncio.run(main()) < 3
+
+
+def test_progress_lines_escape_what_a_server_named():
+    from starbuild.ui.progress import PlainProgress
+
+    out = io.StringIO()
+    progress = PlainProgress(out)
+    progress("resume", "a", {"task_id": "task-1\x1b]0;owned\x07"})
+    progress("failed", "b", {"error": "boom\x1b[2J"})
+    assert "\x1b" not in out.getvalue() and "\x07" not in out.getvalue()
+    assert "task-1\\e]0;owned\\x07" in out.getvalue() and "boom\\e[2J" in out.getvalue()
