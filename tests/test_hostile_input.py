@@ -64,6 +64,15 @@ def test_yaml_alias_bomb_in_an_axis_file_is_refused(project):
     assert time.monotonic() - started < 5
 
 
+def test_an_axis_shared_through_an_alias_is_not_a_bomb(project):
+    items = "[" + ", ".join(f"item{i}" for i in range(2000)) + "]"
+    project.config("version: 1\nvars:\n  items: &items " + items + "\nimages:\n" + "".join(
+        f"  'g{j}/{{{{ it }}}}':\n    prompt: '{{{{ it }}}}'\n    matrix: {{it: *items}}\n" for j in range(50)))
+    res = project.run("validate")
+    assert res.exit_code == 0, res.stderr[:500]
+    assert "(100000 assets)" in res.stdout
+
+
 @pytest.mark.parametrize("text", ["  a: &a [*a]\n", "  a: &a\n    b: *a\n"], ids=["sequence", "mapping"])
 def test_yaml_recursive_alias_is_refused(project, text):
     project.config("version: 1\nvars:\n" + text + "images:\n  x: {prompt: y}\n")

@@ -23,10 +23,12 @@ from starbuild.safefile import read_text
 
 MAX_BYTES = 16 * 2**20
 MAX_DEPTH = 64
-# Nodes of the document with every alias expanded; beyond it aliases are refused as a bomb.
-MAX_NODES = 1_000_000
-# Expansion beyond this many nodes is only allowed while aliases at most double the document.
-ALIAS_SLACK = 10_000
+# Nodes of the document with every alias expanded: up to ALIAS_SLACK anything goes (an axis list
+# shared by fifty images is fine); beyond it aliases may multiply the document at most
+# ALIAS_RATIO times, and never past MAX_NODES (the "billion laughs" stops here within a second).
+ALIAS_SLACK = 400_000
+ALIAS_RATIO = 10
+MAX_NODES = 2_000_000
 _BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
 
 Path_ = tuple  # a path into the document: keys and list indexes
@@ -107,7 +109,7 @@ def _walk(node: yaml.Node, path: tuple, marks: Marks, file: str, issues: list[Is
                                 "a recursive alias (a node that contains itself) is not allowed"))
     state.expanded += 1
     state.distinct.add(id(node))
-    if state.expanded > MAX_NODES or (state.expanded > ALIAS_SLACK and state.expanded > 2 * len(state.distinct)):
+    if state.expanded > MAX_NODES or (state.expanded > ALIAS_SLACK and state.expanded > ALIAS_RATIO * len(state.distinct)):
         raise ConfigError(Issue(file, *_pos(node.start_mark), ".".join(map(str, path)),
                                 "aliases expand this document too much (an alias bomb?); write the values out"))
     marks.values.setdefault(path, _pos(node.start_mark))
