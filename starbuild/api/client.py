@@ -134,7 +134,7 @@ class StarMagicClient:
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._key}"} if self._key else {}
 
-    async def _send(self, method: str, url: str, *, auth: bool, once: bool = False,
+    async def _send(self, method: str, url: str, *, auth: bool, once: bool = False, deadline: float | None = None,
                     **kwargs: Any) -> httpx.Response:
         """One logical request with retries.
 
@@ -142,19 +142,20 @@ class StarMagicClient:
         may have been received) is UnknownOutcomeError, for requests that must not be repeated blind.
         """
         headers = self._auth() if auth else {}
+        deadline = deadline or self.deadline
         err: ApiError | None = None
         attempts = 1 if once else self.retry.attempts
         for attempt in range(attempts):
             self.requests += 1
             try:
-                async with asyncio.timeout(self.deadline):
+                async with asyncio.timeout(deadline):
                     resp = await self.http.request(method, url, headers=headers, **kwargs)
             except TimeoutError:
                 if once:
                     raise UnknownOutcomeError(
-                        f"no complete answer within {self.deadline:g} s after the submission was sent; "
+                        f"no complete answer within {deadline:g} s after the submission was sent; "
                         "it may have been accepted and billed") from None
-                err = TransientApiError(f"{urlsplit(url).netloc}: no complete answer within {self.deadline:g} s")
+                err = TransientApiError(f"{urlsplit(url).netloc}: no complete answer within {deadline:g} s")
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 err = TransientApiError(f"cannot reach {urlsplit(url).netloc}: {exc or type(exc).__name__}")
             except (httpx.TransportError, OSError) as exc:
@@ -264,9 +265,15 @@ class StarMagicClient:
 
     async def upload(self, path: Path, mime: str) -> tuple[str, float | None]:
         """Upload a local file to the file service: (file_url, expires_at as unix seconds or None)."""
-        data = path.read_bytes()
+        from starbuild.safefile import read_regular
+
+        try:  # checked when planned, read again now: it must still be a regular file
+            data = read_regular(path, MAX_DOWNLOAD_BYTES)
+        except OSError as exc:
+            raise ApiError(f"cannot upload {path.name}: {exc.strerror or exc}") from None
+        # An upload of up to 50 MB gets the time of a download, not of an API call.
         resp = await self._send("POST", f"{self.files_url}/api/v1/files/upload/stream", auth=True,
-                                files={"file": (path.name, data, mime)})
+                                deadline=self.download_deadline, files={"file": (path.name, data, mime)})
         try:
             body = resp.json()
             info = body["data"]

@@ -136,9 +136,8 @@ def check_assets(data: dict, text: str, file: str, hint: str) -> None:
         add(("assets",), "is not a mapping of asset names")
         raise ConfigError(issues)
     for name, entry in assets.items():
-        problem = rel_path_problem(name)
-        if problem:
-            add(("assets", name), f"the asset name {problem.split(' is ', 1)[0]} is not a valid asset name")
+        if rel_path_problem(name):
+            add(("assets", name), f"{name!r} is not a valid asset name")
         for path, message in entry_problems(entry):
             add(("assets", name) + path, message)
         if len(issues) >= 20:
