@@ -89,13 +89,16 @@ def api_build(proj: Project, emulator, *, key: str | None = KEY, transport=None,
     if key is not None:
         env["STARMAGIC_API_KEY"] = key
     if base_url is not None:
-        env["STARMAGIC_BASE_URL"] = env["STARMAGIC_FILES_URL"] = base_url
+        env["STARMAGIC_BASE_URL"] = base_url
+        env["STARMAGIC_FILES_URL"] = emulator.config.files_url  # the file service's own host
     opts.setdefault("poll_base", 0.01)
     opts.setdefault("poll_cap", 0.05)
     opts.setdefault("retry", RetryPolicy(attempts=8, base=0.01, cap=0.05, max_advised=0.05))
     options = BuildOptions(env=env, specs=specs, **opts)
     if base_url is None and transport is None:
         transport = httpx.ASGITransport(app=emulator)
+        env["STARMAGIC_BASE_URL"] = emulator.config.public_url
+        env["STARMAGIC_FILES_URL"] = emulator.config.files_url
     return build(project, options, transport=transport)
 
 

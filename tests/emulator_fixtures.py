@@ -25,9 +25,11 @@ from PIL import Image
 from starbuild.emulator import Emulator, EmulatorConfig, ManualClock, serve_in_thread
 
 BASE_URL = "http://starmagic.emulator"
+FILES_URL = "http://files.starmagic.emulator"
 KEY = "sk-test-emulator-key"
 CONTRACT_URL = os.environ.get("STARMAGIC_CONTRACT_URL")
 CONTRACT_KEY = os.environ.get("STARMAGIC_CONTRACT_KEY", KEY)
+CONTRACT_FILES_URL = os.environ.get("STARMAGIC_CONTRACT_FILES_URL", CONTRACT_URL)
 EXTERNAL = bool(CONTRACT_URL)
 TERMINAL = ("completed", "failed", "cancelled")
 
@@ -48,9 +50,10 @@ def auth(key: str = KEY) -> dict[str, str]:
 class Api:
     """One emulator (or external server) as the contract tests see it."""
 
-    def __init__(self, client: httpx.AsyncClient, anon: httpx.AsyncClient,
+    def __init__(self, client: httpx.AsyncClient, anon: httpx.AsyncClient, files: httpx.AsyncClient,
                  emulator: Emulator | None = None, clock: ManualClock | None = None):
         self.client = client          # sends the bearer key
+        self.files = files            # the file service (its own host), with the bearer key
         self.anon = anon              # sends no Authorization header, like a CDN download
         self.emulator = emulator      # None against an external server
         self.clock = clock
@@ -92,8 +95,8 @@ class Api:
         return await self.anon.get(url)
 
 
-def in_process_client(emulator: Emulator, headers: dict | None = None) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=emulator), base_url=BASE_URL,
+def in_process_client(emulator: Emulator, headers: dict | None = None, base_url: str = BASE_URL) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=emulator), base_url=base_url,
                              headers=headers or {})
 
 
@@ -116,17 +119,20 @@ async def make_api(transport_kind):
             if transport_kind == "external":
                 client = httpx.AsyncClient(base_url=CONTRACT_URL, headers=auth(CONTRACT_KEY), timeout=60)
                 anon = httpx.AsyncClient(base_url=CONTRACT_URL, timeout=60)
-                return Api(await stack.enter_async_context(client), await stack.enter_async_context(anon))
+                files = httpx.AsyncClient(base_url=CONTRACT_FILES_URL, headers=auth(CONTRACT_KEY), timeout=60)
+                return Api(*[await stack.enter_async_context(c) for c in (client, anon, files)])
             clock = ManualClock()
             emulator = Emulator(EmulatorConfig(**config), clock=clock)
             if transport_kind == "http":
                 url = stack.enter_context(serve_in_thread(emulator))
                 client = httpx.AsyncClient(base_url=url, headers=auth(key))
                 anon = httpx.AsyncClient(base_url=url)
+                files = httpx.AsyncClient(base_url=emulator.config.files_url, headers=auth(key))
             else:
                 client, anon = in_process_client(emulator, auth(key)), in_process_client(emulator)
-            return Api(await stack.enter_async_context(client), await stack.enter_async_context(anon),
-                       emulator, clock)
+                files = in_process_client(emulator, auth(key), FILES_URL)
+            clients = [await stack.enter_async_context(c) for c in (client, anon, files)]
+            return Api(*clients, emulator, clock)
 
         yield make
 

@@ -89,7 +89,6 @@ BAD_BODIES = [
     ({"image_urls": []}, "image_urls"),
     ({"image_urls": [f"https://example.com/{i}.png" for i in range(17)]}, "image_urls"),
     ({"image_urls": ["not a url"]}, "image_urls"),
-    ({"mask_url": "https://example.com/mask.png"}, "mask_url"),
     ({"image_urls": ["https://example.com/a.png"], "mask_url": 42}, "mask_url"),
 ]
 
@@ -100,6 +99,30 @@ async def test_submit_rejects_invalid_parameters_naming_the_field(api, changes, 
     response = await api.client.post("/v1/images/generations", json=body)
     error = assert_error(response, 400, "invalid_request", "invalid_request_error")
     assert field in error["message"]
+
+
+@both_transports
+async def test_a_mask_without_image_urls_is_ignored_as_documented(api):
+    done = await api.generate(mask_url="https://example.com/mask.png", size="1:1")
+    assert done["status"] == "completed"
+
+
+@pytest.mark.parametrize(("size", "pixels"), [("1536x1024", (1536, 1024)), ("auto", (1024, 1024))])
+async def test_a_resolution_with_a_pixel_size_or_auto_is_ignored_as_documented(api, size, pixels):
+    done = await api.generate(size=size, resolution="4K")
+    assert done["status"] == "completed"
+    assert decode((await api.download(done["results"][0])).content).size == pixels
+
+
+async def test_the_file_service_is_a_host_of_its_own(api):
+    data = image_bytes()
+    on_api_host = await api.client.post("/api/v1/files/upload/stream", files={"file": ("a.png", data)})
+    assert on_api_host.status_code == 404
+    on_files_host = await api.files.post("/api/v1/files/upload/stream", files={"file": ("a.png", data)})
+    assert on_files_host.status_code == 200
+    assert on_files_host.json()["data"]["file_url"].startswith(str(api.files.base_url).rstrip("/") + "/")
+    assert (await api.files.post("/v1/images/generations", json={"model": "gpt-image-2", "prompt": "x"})
+            ).status_code == 404
 
 
 async def test_submit_requires_a_prompt(api):
@@ -160,7 +183,7 @@ async def test_requests_without_a_bearer_key_are_unauthorized(api, header):
     task_id = (await api.accepted())["id"]
     query = await api.anon.get(f"/v1/tasks/{task_id}", headers=headers)
     assert_error(query, 401, "unauthorized", "authentication_error")
-    upload = await api.anon.post("/api/v1/files/upload/base64", headers=headers,
+    upload = await api.files.post("/api/v1/files/upload/base64", headers={"Authorization": header or ""},
                                  json={"base64_data": base64.b64encode(image_bytes()).decode()})
     assert_error(upload, 401, "unauthorized", "authentication_error")
 
@@ -302,7 +325,7 @@ def assert_upload_answer(response: httpx.Response, data: bytes, mime: str) -> di
 @both_transports
 async def test_upload_stream_serves_the_file_at_its_url_without_auth(api):
     data = image_bytes()
-    response = await api.client.post("/api/v1/files/upload/stream",
+    response = await api.files.post("/api/v1/files/upload/stream",
                                      files={"file": ("ref.png", data, "image/png")})
     info = assert_upload_answer(response, data, "image/png")
     assert info["file_name"] == "ref.png"
@@ -317,7 +340,7 @@ async def test_upload_base64_accepts_the_documented_types(api, fmt, mime):
     data = image_bytes(fmt=fmt)
     encoded = base64.b64encode(data).decode()
     for payload in (encoded, f"data:{mime};base64,{encoded}"):
-        response = await api.client.post("/api/v1/files/upload/base64",
+        response = await api.files.post("/api/v1/files/upload/base64",
                                          json={"base64_data": payload, "file_name": "x." + fmt.lower()})
         info = assert_upload_answer(response, data, mime)
         assert (await api.download(info["file_url"])).content == data
@@ -326,8 +349,8 @@ async def test_upload_base64_accepts_the_documented_types(api, fmt, mime):
 @pytest.mark.parametrize("data", [b"hello, world", image_bytes(fmt="BMP"), image_bytes(fmt="TIFF")],
                          ids=["text", "bmp", "tiff"])
 async def test_upload_refuses_what_is_not_jpeg_png_gif_or_webp(api, data):
-    stream = await api.client.post("/api/v1/files/upload/stream", files={"file": ("a.png", data, "image/png")})
-    b64 = await api.client.post("/api/v1/files/upload/base64", json={"base64_data": base64.b64encode(data).decode()})
+    stream = await api.files.post("/api/v1/files/upload/stream", files={"file": ("a.png", data, "image/png")})
+    b64 = await api.files.post("/api/v1/files/upload/base64", json={"base64_data": base64.b64encode(data).decode()})
     for response in (stream, b64):
         assert response.status_code == 400
         assert response.json()["error"]["code"] == "invalid_request"
@@ -340,28 +363,28 @@ async def test_upload_refuses_what_is_not_jpeg_png_gif_or_webp(api, data):
     ("url", {"file_url": 7}),
 ])
 async def test_upload_refuses_malformed_requests(api, path, payload):
-    response = await api.client.post(f"/api/v1/files/upload/{path}", json=payload)
+    response = await api.files.post(f"/api/v1/files/upload/{path}", json=payload)
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_request"
 
 
 async def test_upload_stream_without_a_file_field_is_refused(api):
-    response = await api.client.post("/api/v1/files/upload/stream", files={"other": ("a.png", image_bytes())})
+    response = await api.files.post("/api/v1/files/upload/stream", files={"other": ("a.png", image_bytes())})
     assert response.status_code == 400
 
 
 @both_transports
 async def test_upload_url_copies_a_file_the_service_serves(api):
     data = image_bytes(fmt="JPEG")
-    first = await api.client.post("/api/v1/files/upload/stream", files={"file": ("a.jpg", data)})
+    first = await api.files.post("/api/v1/files/upload/stream", files={"file": ("a.jpg", data)})
     source = first.json()["data"]
-    response = await api.client.post("/api/v1/files/upload/url", json={"file_url": source["file_url"]})
+    response = await api.files.post("/api/v1/files/upload/url", json={"file_url": source["file_url"]})
     info = assert_upload_answer(response, data, "image/jpeg")
     assert info["file_id"] != source["file_id"]
     assert (await api.download(info["file_url"])).content == data
 
 
 async def test_upload_url_of_an_unreachable_host_is_an_error(api):
-    response = await api.client.post("/api/v1/files/upload/url",
+    response = await api.files.post("/api/v1/files/upload/url",
                                      json={"file_url": "https://unreachable.invalid/picture.png"})
     assert response.status_code >= 400
 
@@ -369,7 +392,7 @@ async def test_upload_url_of_an_unreachable_host_is_an_error(api):
 @needs_internals
 async def test_uploaded_files_expire_after_the_file_ttl(make_api):
     api = await make_api(file_ttl=600.0)
-    response = await api.client.post("/api/v1/files/upload/stream", files={"file": ("a.png", image_bytes())})
+    response = await api.files.post("/api/v1/files/upload/stream", files={"file": ("a.png", image_bytes())})
     url = response.json()["data"]["file_url"]
     api.clock.advance(599.0)
     assert (await api.download(url)).status_code == 200
@@ -380,7 +403,7 @@ async def test_uploaded_files_expire_after_the_file_ttl(make_api):
 # --- reference images -----------------------------------------------------------------------
 
 async def upload(api, data: bytes, name: str = "ref.png") -> str:
-    response = await api.client.post("/api/v1/files/upload/stream", files={"file": (name, data)})
+    response = await api.files.post("/api/v1/files/upload/stream", files={"file": (name, data)})
     assert response.status_code == 200, response.text
     return response.json()["data"]["file_url"]
 

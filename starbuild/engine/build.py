@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # the runner and its HTTP stack load only when there is somet
     from starbuild.engine.runner import Emit
 
 OFFLINE_BASE_URL = "http://starmagic.emulator"
+OFFLINE_FILES_URL = "http://files.starmagic.emulator"  # the emulator's file service, a host of its own
 
 
 @dataclass
@@ -183,16 +184,19 @@ async def _run(project, options, todo, journal, store, transport, emulator, emit
             from starbuild.api.client import in_process_transport
             from starbuild.emulator import Emulator, EmulatorConfig
 
-            emulator = emulator or Emulator(EmulatorConfig(public_url=OFFLINE_BASE_URL))
+            emulator = emulator or Emulator(EmulatorConfig(public_url=OFFLINE_BASE_URL,
+                                                           files_url=OFFLINE_FILES_URL))
             transport = in_process_transport(emulator)
-        base_url = files_url = OFFLINE_BASE_URL
+        base_url, files_url = OFFLINE_BASE_URL, OFFLINE_FILES_URL
         key = "offline"
     else:
         key = _api_key(project, options)
         base_url = options.env.get("STARMAGIC_BASE_URL") or provider.base_url
         files_url = options.env.get("STARMAGIC_FILES_URL") or provider.files_url
     run_opts = RunOptions(
-        concurrency=options.concurrency or provider.concurrency, rate_per_second=provider.submissions_per_second(),
+        # Placeholders are free and local: an offline build does not wait for rate_limit.
+        concurrency=options.concurrency or provider.concurrency,
+        rate_per_second=None if options.offline else provider.submissions_per_second(),
         max_credits=_max_credits(project, options), task_timeout=provider.task_timeout,
         retry_failed=options.retry_failed, fail_fast=options.fail_fast, placeholder=options.offline,
         retry_unknown=options.retry_unknown, poll_base=options.poll_base, poll_cap=options.poll_cap)
