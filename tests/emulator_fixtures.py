@@ -1,9 +1,8 @@
 """Fixtures and helpers of the emulator tests.
 
-By default every test runs against an in-process emulator driven by a ManualClock, and the tests
-marked ``both_transports`` run a second time over real HTTP (uvicorn on 127.0.0.1). With the environment
-variable STARMAGIC_CONTRACT_URL set, the contract suite runs against that server instead
-(STARMAGIC_CONTRACT_KEY gives the key) and skips the tests that need the emulator's internals.
+Every test runs against an in-process emulator driven by a ManualClock, and the tests marked
+``both_transports`` run a second time over real HTTP (uvicorn on 127.0.0.1). Another server is
+checked with ``starbuild check-api URL``, not with these tests.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ import asyncio
 import contextlib
 import io
 import json
-import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,15 +25,7 @@ from starbuild.emulator import Emulator, EmulatorConfig, ManualClock, serve_in_t
 BASE_URL = "http://starmagic.emulator"
 FILES_URL = "http://files.starmagic.emulator"
 KEY = "sk-test-emulator-key"
-CONTRACT_URL = os.environ.get("STARMAGIC_CONTRACT_URL")
-CONTRACT_KEY = os.environ.get("STARMAGIC_CONTRACT_KEY", KEY)
-CONTRACT_FILES_URL = os.environ.get("STARMAGIC_CONTRACT_FILES_URL", CONTRACT_URL)
-EXTERNAL = bool(CONTRACT_URL)
 TERMINAL = ("completed", "failed", "cancelled")
-
-needs_internals = pytest.mark.skipif(
-    EXTERNAL, reason="needs the in-process emulator's clock, ledger or configuration")
-
 
 @pytest.fixture
 def anyio_backend():
@@ -100,7 +90,7 @@ def in_process_client(emulator: Emulator, headers: dict | None = None, base_url:
                              headers=headers or {})
 
 
-@pytest.fixture(params=["external"] if EXTERNAL else ["asgi"])
+@pytest.fixture(params=["asgi"])
 def transport_kind(request) -> str:
     """How tests reach the emulator: in-process by default, see ``both_transports``."""
     return request.param
@@ -108,7 +98,7 @@ def transport_kind(request) -> str:
 
 # Also run a test over real HTTP (uvicorn in a thread) besides in-process.
 both_transports = pytest.mark.parametrize(
-    "transport_kind", ["external"] if EXTERNAL else ["asgi", "http"], indirect=True)
+    "transport_kind", ["asgi", "http"], indirect=True)
 
 
 @pytest.fixture
@@ -116,11 +106,6 @@ async def make_api(transport_kind):
     """A factory of Api objects over the transport under test; ``make_api(**config)``."""
     async with contextlib.AsyncExitStack() as stack:
         async def make(key: str = KEY, **config) -> Api:
-            if transport_kind == "external":
-                client = httpx.AsyncClient(base_url=CONTRACT_URL, headers=auth(CONTRACT_KEY), timeout=60)
-                anon = httpx.AsyncClient(base_url=CONTRACT_URL, timeout=60)
-                files = httpx.AsyncClient(base_url=CONTRACT_FILES_URL, headers=auth(CONTRACT_KEY), timeout=60)
-                return Api(*[await stack.enter_async_context(c) for c in (client, anon, files)])
             clock = ManualClock()
             emulator = Emulator(EmulatorConfig(**config), clock=clock)
             if transport_kind == "http":

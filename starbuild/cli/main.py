@@ -118,7 +118,9 @@ class LazyGroup(click.Group):
     """A group whose rarely used commands are imported only when run (keeps --help fast)."""
 
     lazy = {"emulator": ("starbuild.emulator.command", "emulator_command",
-                         "Serve the StarMagic emulator over HTTP.")}
+                         "Serve the StarMagic emulator over HTTP."),
+            "check-api": ("starbuild.cli.check_api", "check_api_command",
+                          "Check a server against the API's documented behaviour.")}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])

@@ -52,3 +52,14 @@ def render_plan(plan, out: TextIO | None = None) -> None:
             credits = f"  {a['credits']:g} credits" if a["status"] in ("new", "changed") else ""
             out.write(f"{a['status']:<9}  {a['name']}  ({a['reason']}){credits}\n")
     out.write(tail + "\n")
+
+
+def render_contract(report, out: TextIO | None = None) -> None:
+    """``check-api``: one row per check (pass / fail / skipped, and why), then the totals."""
+    out = out or sys.stdout
+    width = max([len(r.name) for r in report.results] + [5])
+    out.write(f"{'check':<{width}}  {'result':<7}  {'billed':>6}  detail\n")
+    for r in report.results:
+        out.write(f"{r.name:<{width}}  {r.status:<7}  {r.billed or '':>6}  {r.detail}".rstrip() + "\n")
+    out.write(f"{report.count('pass')} passed, {report.count('fail')} failed, {report.count('skipped')} skipped; "
+              f"{report.billed} billable task(s) submitted of {report.allowance} allowed\n")
