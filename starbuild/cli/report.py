@@ -23,36 +23,71 @@ _STATUS_STYLE = {"new": "green", "changed": "yellow", "unchanged": "dim", "remov
                  "skipped": "dim"}
 
 
+def _plan_order(a: dict) -> int:
+    """Real changes first, then removals, then placeholders to replace, then what is up to date."""
+    if a["status"] in ("new", "changed") and not a.get("replaces_placeholder"):
+        return 0
+    return {"removed": 1, "changed": 2}.get(a["status"], 3)
+
+
+def _plan_tail(summary: dict, offline: bool) -> str:
+    from starbuild.ui.words import credits_text
+
+    parts = [f"{summary['new']} new", f"{summary['changed']} changed", f"{summary['unchanged']} unchanged",
+             f"{summary['removed']} removed"]
+    if summary.get("from_cache"):
+        parts.append(f"{summary['from_cache']} from the cache")
+    cost = "placeholders (free)" if offline else f"estimated {credits_text(summary['credits'])}"
+    return ", ".join(parts) + "; " + cost
+
+
 def render_plan(plan, out: TextIO | None = None) -> None:
-    """The plan as a table on a terminal, one line per asset otherwise, then the summary."""
+    """The plan as a table on a terminal, one line per asset otherwise, then the summary.
+
+    Real changes come first; assets changed only to replace an offline placeholder form their own
+    group after them, so that one real edit is not buried under a project of placeholders.
+    """
+    from starbuild.ui.words import credits_text
+
     out = out or sys.stdout
     data = plan.to_json()
-    summary = data["summary"]
-    tail = (f"{summary['new']} new, {summary['changed']} changed, {summary['unchanged']} unchanged, "
-            f"{summary['removed']} removed; estimated {summary['credits']:g} credits")
-    big = len(data["assets"]) > 10_000
+    assets = sorted(data["assets"], key=_plan_order)  # stable: config order within each group
+    tail = _plan_tail(data["summary"], plan.placeholder)
+    groups = [("", [a for a in assets if _plan_order(a) < 2]), ("placeholders to replace with real images",
+              [a for a in assets if _plan_order(a) == 2]), ("", [a for a in assets if _plan_order(a) == 3])]
+    big = len(assets) > 10_000
+
+    def cost(a: dict) -> str:
+        if a["status"] not in ("new", "changed"):
+            return ""
+        return "free" if plan.placeholder else credits_text(a["credits"])
+
     if out.isatty() and not big:
         from rich.table import Table
 
-        table = Table(show_edge=False, pad_edge=False)
-        for col in ("asset", "status", "why", "model", "credits"):
-            table.add_column(col, justify="right" if col == "credits" else "left")
-        for a in data["assets"]:
-            style = _STATUS_STYLE.get(a["status"], "")
-            credits = f"{a['credits']:g}" if a["status"] in ("new", "changed") else ""
-            table.add_row(a["name"], f"[{style}]{a['status']}[/]", a["reason"], a["model"] or "", credits)
         con = _console(out)
-        con.print(table)
+        for title, rows in groups:
+            if not rows:
+                continue
+            table = Table(show_edge=False, pad_edge=False, title=f"{title} ({len(rows)})" if title else None)
+            for col in ("asset", "status", "why", "model", "credits"):
+                table.add_column(col, justify="right" if col == "credits" else "left")
+            for a in rows:
+                style = _STATUS_STYLE.get(a["status"], "")
+                table.add_row(a["name"], f"[{style}]{a['status']}[/]", a["reason"], a["model"] or "", cost(a))
+            con.print(table)
         con.print(tail)
         return
     if big:
-        out.write(f"{len(data['assets'])} assets (too many to list; use --json)\n")
+        out.write(f"{len(assets)} assets (too many to list; use --json)\n")
     else:
-        for a in data["assets"]:
-            credits = f"  {a['credits']:g} credits" if a["status"] in ("new", "changed") else ""
-            out.write(f"{a['status']:<9}  {a['name']}  ({a['reason']}){credits}\n")
+        for title, rows in groups:
+            if title and rows:
+                out.write(f"{title} ({len(rows)}):\n")
+            for a in rows:
+                out.write(f"{'  ' if title else ''}{a['status']:<9}  {a['name']}  ({a['reason']})"
+                          + (f"  {cost(a)}" if cost(a) else "") + "\n")
     out.write(tail + "\n")
-
 
 def render_contract(report, out: TextIO | None = None) -> None:
     """``check-api``: one row per check (pass / fail / skipped, and why), then the totals."""

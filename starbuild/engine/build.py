@@ -70,9 +70,15 @@ def asset_dir(project: Project) -> AssetDir:
 def plan_project(project: Project, *, placeholder: bool = False, force=(), select=(), env=None,
                  specs=None) -> Plan:
     """The plan for a project against its own lockfile and what is on disk."""
+    from starbuild.engine.known import cached_specs
+
     lock = read_lock(project.root / LOCK_NAME)
-    have = _have_files(ObjectStore(cache_dir(project, env)), asset_dir(project))
-    return make_plan(project, lock, placeholder=placeholder, force=force, select=select, have=have, specs=specs)
+    cache = cache_dir(project, env)
+    store = ObjectStore(cache)
+    have = _have_files(store, asset_dir(project))
+    with cached_specs(cache, store) as cached:
+        return make_plan(project, lock, placeholder=placeholder, force=force, select=select, have=have,
+                         specs=specs, cached=cached)
 
 
 def _have_files(store: ObjectStore, assets: AssetDir) -> Callable[[dict], bool]:
@@ -114,18 +120,21 @@ async def abuild(project: Project, options: BuildOptions | None = None, *, trans
         # Under the lock no other build of this cache is running: any temp file is a dead run's.
         store.clean_temp()
         assets.clean_partial()
-        plan = make_plan(project, lock, placeholder=options.offline, force=options.force,
-                         select=options.select, have=_have_files(store, assets), specs=options.specs)
         from starbuild.engine.journal import Journal
+        from starbuild.engine.known import journal_lookup
 
         journal = Journal(cache / "journal")
         try:
+            plan = make_plan(project, lock, placeholder=options.offline, force=options.force,
+                             select=options.select, have=_have_files(store, assets), specs=options.specs,
+                             cached=journal_lookup(journal, store))
             todo = plan.to_build()
             if emit:
-                emit("plan", "", {"total": len(todo)})
+                emit("plan", "", {"total": len(todo), "offline": options.offline})
             _refuse_frozen(options, todo)
             _refuse_budget(project, options, todo, journal)
             report = await _run(project, options, todo, journal, store, transport, emulator, emit)
+            report.offline = options.offline
         finally:
             journal.close()
         order = {a.name: i for i, a in enumerate(plan.assets)}

@@ -56,6 +56,7 @@ class BuildReport:
     elapsed: float = 0.0
     requests: int = 0
     adopted: int = 0  # paid images of earlier runs stored although no longer in the config
+    offline: bool = False  # placeholders from the built-in emulator: nothing was paid
     notes: list[str] = field(default_factory=list)
 
     def count(self, outcome: Outcome) -> int:
