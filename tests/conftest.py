@@ -108,6 +108,18 @@ def matrix_config(count: int, prompt: str = "icon {{ i }}", extra: str = "", con
             f"    quality: low\n")
 
 
+# What a build leaves in a project folder (the README's first command builds examples/ in place).
+BUILD_OUTPUTS = ("assets", "starbuild.lock", ".starbuild")
+
+
+def copy_example(name: str, dest: Path, examples: Path = REPO / "examples") -> Path:
+    """A clean copy of an example project, without what an earlier build of it left there."""
+    import shutil
+
+    shutil.copytree(examples / name, dest, symlinks=True, ignore=shutil.ignore_patterns(*BUILD_OUTPUTS))
+    return dest
+
+
 @pytest.fixture
 def emulator():
     from starbuild.emulator import Emulator, EmulatorConfig

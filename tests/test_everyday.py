@@ -191,3 +191,17 @@ def test_plan_json_reports_cache_counts(project, emulator):
     project.config(one(name="renamed"))
     summary = plan(project)["summary"]
     assert summary["from_cache"] == 1 and summary["credits"] == 0
+
+
+def test_a_current_folder_copied_without_its_symlink_is_a_clear_error_before_paying(project):
+    import shutil
+
+    project.config(matrix_config(1))
+    assert project.run("build", "--offline").exit_code == 0
+    assets = project.root / "assets"
+    (assets / "current").unlink()
+    shutil.copytree(assets / "v0001", assets / "current")  # what `cp -rL` or copytree() leaves
+    project.config(matrix_config(1, prompt="other {{ i }}"))
+    res = project.run("build", "--offline")
+    assert res.exit_code == 1 and "not the `current` symlink" in res.stderr and "Traceback" not in res.stderr
+    assert sorted(p.name for p in assets.iterdir()) == ["current", "v0001"]
