@@ -248,7 +248,7 @@ CHECKS: list[Check] = [
     Check("submit.task-object", "200 with the documented task object", _task_object, billable=1),
     Check("task.completes", "pending -> processing -> completed, progress 100, n results", _task_completes,
           needs="submit.task-object"),
-    Check("results.public-png-of-size", "result links are plain URLs of the documented pixel size",
+    Check("results.public-of-documented-size", "result links are plain URLs of the documented pixel size",
           _results_public, needs="task.completes"),
     Check("submit.resolution-ignored-for-pixels", "resolution only applies to ratio sizes",
           _resolution_ignored_for_pixels, billable=1),

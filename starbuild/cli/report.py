@@ -33,7 +33,8 @@ def _plan_order(a: dict) -> int:
 def _plan_tail(summary: dict, offline: bool) -> str:
     from starbuild.ui.words import credits_text
 
-    parts = [f"{summary['new']} new", f"{summary['changed']} changed", f"{summary['unchanged']} unchanged",
+    held = f" ({summary['placeholders']} to replace placeholders)" if summary.get("placeholders") else ""
+    parts = [f"{summary['new']} new", f"{summary['changed']} changed{held}", f"{summary['unchanged']} unchanged",
              f"{summary['removed']} removed"]
     if summary.get("from_cache"):
         parts.append(f"{summary['from_cache']} from the cache")
