@@ -102,3 +102,12 @@ def test_a_server_that_accepts_what_the_docs_refuse_fails_and_bills_at_most_one_
 def test_check_api_without_a_key_is_refused():
     result = run(["check-api", "http://127.0.0.1:9"], env={"STARMAGIC_API_KEY": ""})
     assert result.exit_code == 3 and "STARMAGIC_API_KEY" in result.stderr
+
+
+def test_an_unreachable_server_fails_every_check_it_runs_and_bills_nothing():
+    with serve_in_thread(Emulator(EmulatorConfig())) as url:
+        pass  # nothing listens there any more
+    result = check_api(url, url, "--allow-billing", "2")
+    assert result.exit_code == 1
+    assert "pass" not in rows(result.stdout).values()
+    assert "0 billable task(s) submitted of 2 allowed" in result.stdout

@@ -100,7 +100,11 @@ class Probe:
             self.billed += 1
         elif self.refusals_billed:
             raise OverBudget("the server billed a submission it should have refused; no more such probes")
-        response = await self.client.post("/v1/images/generations", json=body)
+        try:
+            response = await self.client.post("/v1/images/generations", json=body)
+        except httpx.ConnectError:  # never reached the server: nothing was submitted
+            self.billed -= 1 if billable else 0
+            raise
         if not billable and response.status_code == 200:
             self.billed += 1
             self.refusals_billed += 1
