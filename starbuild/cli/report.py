@@ -43,7 +43,7 @@ def _plan_tail(summary: dict, offline: bool) -> str:
 
 
 def render_plan(plan, out: TextIO | None = None) -> None:
-    """The plan as a table on a terminal, one line per asset otherwise, then the summary.
+    """The plan as tables on a terminal, one line per asset otherwise, then the summary.
 
     Real changes come first; assets changed only to replace an offline placeholder form their own
     group after them, so that one real edit is not buried under a project of placeholders.
@@ -53,34 +53,20 @@ def render_plan(plan, out: TextIO | None = None) -> None:
     out = out or sys.stdout
     data = plan.to_json()
     assets = sorted(data["assets"], key=_plan_order)  # stable: config order within each group
-    tail = _plan_tail(data["summary"], plan.placeholder)
-    groups = [("", [a for a in assets if _plan_order(a) < 2]), ("placeholders to replace with real images",
-              [a for a in assets if _plan_order(a) == 2]), ("", [a for a in assets if _plan_order(a) == 3])]
-    big = len(assets) > 10_000
+    groups = [("", [a for a in assets if _plan_order(a) < 2]),
+              ("placeholders to replace with real images", [a for a in assets if _plan_order(a) == 2]),
+              ("", [a for a in assets if _plan_order(a) == 3])]
 
     def cost(a: dict) -> str:
         if a["status"] not in ("new", "changed"):
             return ""
         return "free" if plan.placeholder else credits_text(a["credits"])
 
-    if out.isatty() and not big:
-        from rich.table import Table
-
-        con = _console(out)
-        for title, rows in groups:
-            if not rows:
-                continue
-            table = Table(show_edge=False, pad_edge=False, title=f"{title} ({len(rows)})" if title else None)
-            for col in ("asset", "status", "why", "model", "credits"):
-                table.add_column(col, justify="right" if col == "credits" else "left")
-            for a in rows:
-                style = _STATUS_STYLE.get(a["status"], "")
-                table.add_row(a["name"], f"[{style}]{a['status']}[/]", a["reason"], a["model"] or "", cost(a))
-            con.print(table)
-        con.print(tail)
-        return
-    if big:
-        out.write(f"{len(assets)} assets (too many to list; use --json)\n")
+    tail = _plan_tail(data["summary"], plan.placeholder)
+    if len(assets) > 10_000:
+        out.write(f"{len(assets)} assets (too many to list; use --json)\n{tail}\n")
+    elif out.isatty():
+        _plan_tables(groups, cost, tail, out)
     else:
         for title, rows in groups:
             if title and rows:
@@ -88,7 +74,24 @@ def render_plan(plan, out: TextIO | None = None) -> None:
             for a in rows:
                 out.write(f"{'  ' if title else ''}{a['status']:<9}  {a['name']}  ({a['reason']})"
                           + (f"  {cost(a)}" if cost(a) else "") + "\n")
-    out.write(tail + "\n")
+        out.write(tail + "\n")
+
+
+def _plan_tables(groups, cost, tail: str, out: TextIO) -> None:
+    from rich.table import Table
+
+    con = _console(out)
+    for title, rows in groups:
+        if not rows:
+            continue
+        table = Table(show_edge=False, pad_edge=False, title=f"{title} ({len(rows)})" if title else None)
+        for col in ("asset", "status", "why", "model", "credits"):
+            table.add_column(col, justify="right" if col == "credits" else "left")
+        for a in rows:
+            style = _STATUS_STYLE.get(a["status"], "")
+            table.add_row(a["name"], f"[{style}]{a['status']}[/]", a["reason"], a["model"] or "", cost(a))
+        con.print(table)
+    con.print(tail)
 
 def render_contract(report, out: TextIO | None = None) -> None:
     """``check-api``: one row per check (pass / fail / skipped, and why), then the totals."""
