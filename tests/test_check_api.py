@@ -111,3 +111,29 @@ def test_an_unreachable_server_fails_every_check_it_runs_and_bills_nothing():
     assert result.exit_code == 1
     assert "pass" not in rows(result.stdout).values()
     assert "0 billable task(s) submitted of 2 allowed" in result.stdout
+
+
+def test_check_api_against_the_emulator_command_on_two_ports():
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import httpx
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "starbuild", "emulator", "--port", "0", "--render", "plain"],
+                            env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        url, files_url = re.findall(r"http://127\.0\.0\.1:\d+", line)
+        assert url != files_url
+        result = check_api(url, files_url, "--allow-billing", "3")
+        assert result.exit_code == 0, result.stdout
+        assert len(httpx.get(f"{url}/_emulator/ledger").json()["submissions"]) == 3
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=15)
