@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starbuild.errors import ConfigError, Issue
 from starbuild.models import MAX_INPUTS
 from starbuild.config.yamlfile import Marks, load_yaml_file
+from starbuild.config.callback import Callback
 
 CONFIG_NAME = "starbuild.yaml"
 RATE_UNITS = {"s": 1, "sec": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
@@ -40,6 +41,7 @@ class Provider(_Strict):
                                    description="submissions per time unit at most, e.g. 60/min")
     task_timeout: float = Field(600, gt=0, description="seconds before an unfinished task is reported failed")
     max_credits: float | None = Field(None, ge=0, description="refuse a build whose estimate exceeds this")
+    callback: Callback | None = Field(None, description="task results posted to starbuild (SPEC.md §11)")
 
     def submissions_per_second(self) -> float | None:
         if not self.rate_limit:

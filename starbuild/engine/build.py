@@ -6,6 +6,7 @@ Reads top to bottom as the list of steps; each step is a named function below.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -196,7 +197,13 @@ async def _run(project, options, todo, journal, store, transport, emulator, emit
         max_credits=_max_credits(project, options), task_timeout=provider.task_timeout,
         retry_failed=options.retry_failed, fail_fast=options.fail_fast, placeholder=options.offline,
         retry_unknown=options.retry_unknown, poll_base=options.poll_base, poll_cap=options.poll_cap)
-    async with StarMagicClient(base_url, key, files_url=files_url, transport=transport, retry=options.retry) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        if provider.callback is not None and not options.offline:  # SPEC.md §11
+            from starbuild.api.callbacks import CallbackHub
+
+            run_opts.callbacks = await stack.enter_async_context(CallbackHub(provider.callback))
+        client = await stack.enter_async_context(
+            StarMagicClient(base_url, key, files_url=files_url, transport=transport, retry=options.retry))
         runner = Runner(client, journal, store, project.root, run_opts, emit or (lambda *a: None))
         if options.uploads is not None:
             runner.uploads = options.uploads

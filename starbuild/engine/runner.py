@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from starbuild.api.client import StarMagicClient
-from starbuild.api.wire import RETRYABLE_FAILURES, Task
+from starbuild.api.wire import RETRYABLE_FAILURES, Task, parse_task
 from starbuild.errors import (
     ApiError, NotFoundError, RateLimitError, StarbuildError, TaskFailedError, TransientApiError, UnknownOutcomeError,
     VerifyError,
 )
 from starbuild.engine.journal import STORED, SUBMITTED, SUBMITTING, Journal
 from starbuild.engine.outcome import AssetResult, Outcome
+from starbuild.engine.polling import Tracker
 from starbuild.plan.planner import PlannedAsset
 from starbuild.plan.spec import GenerationSpec, InputRef
 from starbuild.store.objects import ObjectStore
@@ -49,6 +50,7 @@ class RunOptions:
     poll_base: float = 0.5   # first backoff step after the estimate has passed
     poll_cap: float = 10.0   # longest wait between two polls
     seed: int | None = None
+    callbacks: Any = None    # a CallbackHub (api/callbacks.py) when provider.callback is set
 
 
 class AdaptiveLimit:
@@ -228,6 +230,7 @@ class Runner:
         self._holding = 0  # accepted tasks of ours the server has not finished: what it holds for us
         self._rng = random.Random(self.options.seed)
         self._upload_locks: dict[str, asyncio.Lock] = {}
+        self.tracker = Tracker(self.options.poll_base, self.options.poll_cap, self.options.callbacks)
 
     async def run(self, assets: list[PlannedAsset]) -> list[AssetResult]:
         """Every asset's result, in the order given."""
@@ -354,6 +357,7 @@ class Runner:
                            f"({self.budget.limit:g})")
             try:
                 body = spec.api_body(*await self._input_urls(spec))
+                watched = self.tracker.prepare(body)
                 self.emit("submit", asset.name, {})
             except BaseException:
                 self.budget.release(asset.credits)
@@ -397,6 +401,7 @@ class Runner:
                     raise refused
                 await asyncio.sleep(policy.delay(attempt - 1, refused.retry_after, self._rng))
                 continue
+            self.tracker.accepted(watched, task)
             self.journal.submitted(h, asset.name, request, task.id, task.credits_reserved)
             self.budget.settle(asset.credits, task.credits_reserved)
             self.emit("submitted", asset.name, {"task_id": task.id, "credits": task.credits_reserved})
@@ -423,21 +428,8 @@ class Runner:
         return files
 
     async def _wait_for(self, task_id: str, first_wait: float | None) -> Task:
-        start = time.monotonic()
-        wait = first_wait if first_wait is not None else 0.0
-        step = self.options.poll_base
-        while True:
-            if wait > 0:
-                await asyncio.sleep(min(wait, self.options.poll_cap))
-            task = await self.client.task(task_id)
-            if task.done:
-                return task
-            if time.monotonic() - start > self.options.task_timeout:
-                raise ApiError(f"task {task_id} did not finish within task_timeout "
-                               f"({self.options.task_timeout:g} s); it stays journaled and the next build "
-                               "picks it up again", code="timeout")
-            wait = step * self._rng.uniform(0.8, 1.2)
-            step = min(step * 2, self.options.poll_cap)
+        """Polls as engine/polling.py schedules them; a callback ends the wait at once."""
+        return await self.tracker.wait(task_id, first_wait, self.client.task, parse_task, self.options.task_timeout)
 
     async def _download(self, url: str, dims: tuple[int, int] | None) -> dict:
         tmp, sha, size = await self.client.download(url, self.store.temp_dir())
