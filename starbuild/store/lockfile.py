@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from starbuild.errors import ConfigError, Issue, StoreError
+from starbuild.store import jsonfast
 
 LOCK_NAME = "starbuild.lock"
 LOCKFILE_VERSION = 1
@@ -30,16 +31,16 @@ class Lock:
 def read_lock(path: Path) -> Lock:
     """The lockfile at path, or an empty Lock when there is none."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes()
     except FileNotFoundError:
         return Lock()
     except OSError as exc:
         raise ConfigError(Issue(path.name, None, None, "", f"cannot read the lockfile: {exc}")) from None
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(Issue(path.name, exc.lineno, exc.colno, "",
-                                f"the lockfile is not valid JSON ({exc.msg}); restore it from version "
+        data = jsonfast.loads(text)
+    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+        raise ConfigError(Issue(path.name, getattr(exc, "lineno", None), getattr(exc, "colno", None), "",
+                                f"the lockfile is not valid JSON ({getattr(exc, 'msg', exc)}); restore it from version "
                                 "control or delete it to rebuild everything")) from None
     if not isinstance(data, dict) or not isinstance(data.get("assets", {}), dict):
         raise ConfigError(Issue(path.name, 1, 1, "", "the lockfile is not a starbuild lockfile"))
@@ -86,7 +87,7 @@ def _fsync_dir(directory: Path) -> None:
 
 def dump_json(data: Any) -> bytes:
     """Sorted keys, two-space indentation, trailing newline: the lockfile and manifest format."""
-    return (json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
+    return jsonfast.pretty(data)
 
 
 def write_lock(path: Path, lock: Lock) -> None:
