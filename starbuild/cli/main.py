@@ -14,6 +14,10 @@ import click
 
 from starbuild import __version__
 
+# Set by cli/fastpath.py while it records a command for the plan cache; plan and build say here
+# whether their answer may be replayed.
+PLAN_CACHE_HOOK: dict | None = None
+
 
 class Context:
     """Global options shared by every command."""
@@ -207,7 +211,9 @@ def plan(ctx: Context, as_json: bool, offline: bool) -> None:
     from starbuild.engine.build import plan_project
     from starbuild.cli.report import dump_json, render_plan
 
-    the_plan = plan_project(ctx.load(), placeholder=offline, specs=ctx.specs)
+    project = ctx.load()
+    the_plan = plan_project(project, placeholder=offline, specs=ctx.specs)
+    _plan_cache_note(project, ctx.specs, True)
     if as_json:
         dump_json(the_plan.to_json())
     else:
@@ -248,6 +254,8 @@ def build(ctx: Context, names, offline, dry_run, max_credits, concurrency, froze
                            retry_unknown=retry_unknown, fail_fast=not keep_going, wait=wait, specs=ctx.specs)
     with _progress(ctx, as_json) as progress:
         report = run_build(project, options, emit=progress)
+    _plan_cache_note(project, ctx.specs, report.version is None and report.requests == 0 and not report.adopted
+                     and all(r.outcome.value == "cached" for r in report.results))
     if as_json:
         dump_json(report.to_json())
     else:
@@ -255,6 +263,16 @@ def build(ctx: Context, names, offline, dry_run, max_credits, concurrency, froze
 
         render_summary(report)
     sys.exit(int(report.exit_code))
+
+
+def _plan_cache_note(project, specs, unchanged: bool) -> None:
+    """Tell the plan cache whether this answer may be replayed (not when an input lies in the output folder)."""
+    if PLAN_CACHE_HOOK is None:
+        return
+    out = project.config.output.dir
+    inside = any(r.kind == "file" and (r.ref == out or r.ref.startswith(out.rstrip("/") + "/"))
+                 for s in specs or () for r in s.inputs + ((s.mask,) if s.mask else ()))
+    PLAN_CACHE_HOOK.update(output=out, cacheable=unchanged and not inside)
 
 
 def _progress(ctx: Context, as_json: bool):
