@@ -38,8 +38,10 @@ class Context:
     def load(self):
         """The project, with every config problem (schema and resolution) reported at once."""
         from starbuild.config.resolve import load_and_resolve
+        from starbuild.plan.nogc import paused_gc
 
-        project, self.specs = load_and_resolve(self.config_path)
+        with paused_gc():
+            project, self.specs = load_and_resolve(self.config_path)
         return project
 
 

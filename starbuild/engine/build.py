@@ -20,6 +20,7 @@ from starbuild.store.lockfile import LOCK_NAME, Lock, read_lock, write_lock
 from starbuild.engine.outcome import AssetResult, BuildReport, Outcome
 from starbuild.plan.planner import Plan, PlannedAsset, Status, make_plan
 from starbuild.engine.project_lock import project_lock
+from starbuild.plan.nogc import paused_gc
 from starbuild.store.objects import AssetDir, ObjectStore
 
 if TYPE_CHECKING:  # the runner and its HTTP stack load only when there is something to send
@@ -70,9 +71,10 @@ def asset_dir(project: Project) -> AssetDir:
 def plan_project(project: Project, *, placeholder: bool = False, force=(), select=(), env=None,
                  specs=None) -> Plan:
     """The plan for a project against its own lockfile and what is on disk."""
-    lock = read_lock(project.root / LOCK_NAME)
-    have = _have_files(ObjectStore(cache_dir(project, env)), asset_dir(project))
-    return make_plan(project, lock, placeholder=placeholder, force=force, select=select, have=have, specs=specs)
+    with paused_gc():
+        lock = read_lock(project.root / LOCK_NAME)
+        have = _have_files(ObjectStore(cache_dir(project, env)), asset_dir(project))
+        return make_plan(project, lock, placeholder=placeholder, force=force, select=select, have=have, specs=specs)
 
 
 def _have_files(store: ObjectStore, assets: AssetDir) -> Callable[[dict], bool]:
@@ -109,13 +111,14 @@ async def abuild(project: Project, options: BuildOptions | None = None, *, trans
     started = time.monotonic()
     cache = cache_dir(project, options.env)
     with project_lock(cache, wait=options.wait):
-        lock = read_lock(project.root / LOCK_NAME)
         store, assets = ObjectStore(cache), asset_dir(project)
         # Under the lock no other build of this cache is running: any temp file is a dead run's.
         store.clean_temp()
         assets.clean_partial()
-        plan = make_plan(project, lock, placeholder=options.offline, force=options.force,
-                         select=options.select, have=_have_files(store, assets), specs=options.specs)
+        with paused_gc():
+            lock = read_lock(project.root / LOCK_NAME)
+            plan = make_plan(project, lock, placeholder=options.offline, force=options.force,
+                             select=options.select, have=_have_files(store, assets), specs=options.specs)
         from starbuild.engine.journal import Journal
 
         journal = Journal(cache / "journal")
@@ -273,14 +276,15 @@ def publish(project: Project, lock: Lock, plan: Plan, results: list[AssetResult]
     if new_assets == lock.assets and (current == lock.asset_version or not new_assets):
         return None
     base = assets.version_path(current) if current else None
-    files: list[tuple[str, Path]] = []
+    files: list[tuple[str, Path | str]] = []
+    stored, objects = store.listing(), str(store.root)  # one listing instead of a stat per file
     for entry in new_assets.values():
         for f in entry.get("files") or []:
-            src = store.path(f["sha256"])
-            if not src.is_file() and base is not None and (base / f["path"]).is_file():
-                src = base / f["path"]
-            if src.is_file():
-                files.append((f["path"], src))
+            sha = f["sha256"]
+            if sha in stored:
+                files.append((f["path"], f"{objects}/{sha[:2]}/{sha}"))
+            elif base is not None and (base / f["path"]).is_file():
+                files.append((f["path"], base / f["path"]))
     number = max([lock.asset_version, *assets.versions()], default=0) + 1
     manifest = {"asset_version": number, "created": _now(), "assets": new_assets}
     assets.publish(number, files, manifest)

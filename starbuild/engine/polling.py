@@ -115,6 +115,8 @@ class PollSchedule:
             return self._safety_net(w, now)
         duration = self.predicted(w)
         if duration is None and w.polls == 0:
+            if w.estimated == 0:
+                return w.started  # estimated at no time at all: look at once
             duration = self.expected(w)
             if self._wants_probe(w):
                 return w.started + (PROBE_SHARE * duration if duration else self.base)

@@ -11,7 +11,6 @@ others make orjson raise, which falls back too. tests/test_jsonfast.py compares 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 try:
@@ -19,7 +18,17 @@ try:
 except ImportError:  # pragma: no cover - orjson is a dependency; the json module still works
     orjson = None
 
-_NEG_EXPONENT = re.compile(rb"\de-\d")
+_DIGITS = frozenset(b"0123456789")
+
+
+def _negative_exponent(out: bytes) -> bool:
+    """Whether ``out`` may hold a float such as 1e-07 (a digit, "e-", a digit); bytes.find is fast."""
+    i = out.find(b"e-")
+    while i != -1:
+        if i > 0 and out[i - 1] in _DIGITS and i + 2 < len(out) and out[i + 2] in _DIGITS:
+            return True
+        i = out.find(b"e-", i + 2)
+    return False
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -35,7 +44,7 @@ def pretty(data: Any) -> bytes:
         out = orjson.dumps(data, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
     except TypeError:
         return _slow_pretty(data)
-    return _slow_pretty(data) if _NEG_EXPONENT.search(out) else out
+    return _slow_pretty(data) if _negative_exponent(out) else out
 
 
 def canonical(data: Any) -> bytes:
@@ -46,7 +55,7 @@ def canonical(data: Any) -> bytes:
         out = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
     except TypeError:
         return _CANONICAL.encode(data).encode()
-    return _CANONICAL.encode(data).encode() if _NEG_EXPONENT.search(out) else out
+    return _CANONICAL.encode(data).encode() if _negative_exponent(out) else out
 
 
 def loads(data: bytes | str) -> Any:

@@ -128,7 +128,7 @@ class AssetDir:
         except (OSError, ValueError):
             return {}
 
-    def publish(self, number: int, files: list[tuple[str, Path]], manifest: dict[str, Any]) -> Path:
+    def publish(self, number: int, files: list[tuple[str, Path | str]], manifest: dict[str, Any]) -> Path:
         """Write version ``number`` from (relative path, source file) pairs, then make it current."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.clean_partial()
@@ -137,9 +137,14 @@ class AssetDir:
             raise StoreError(f"{final} already exists; another run may have published it")
         tmp = self.root / f".{final.name}.tmp-{os.getpid()}"
         try:
-            for rel, src in files:
-                dest = tmp / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
+            made: set[str] = set()
+            top = str(tmp)
+            for rel, src in files:  # plain strings: pathlib costs more than the link itself
+                dest = f"{top}/{rel}"
+                parent = os.path.dirname(dest)
+                if parent not in made:
+                    os.makedirs(parent, exist_ok=True)
+                    made.add(parent)
                 _link_or_copy(src, dest)
             atomic_write(tmp / MANIFEST, dump_json(manifest))
             os.rename(tmp, final)
@@ -176,7 +181,7 @@ class AssetDir:
         return doomed
 
 
-def _link_or_copy(src: Path, dest: Path) -> None:
+def _link_or_copy(src: Path | str, dest: Path | str) -> None:
     try:
         os.link(src, dest)
     except OSError:
