@@ -5,11 +5,19 @@ Keyed by spec_hash. A record moves ``submitting`` → ``submitted`` (task id kno
 the store instead of paid again. In-flight and stored records live apart, so looking for
 unfinished tasks never reads the (possibly large) stored history. No result URL and no key is
 ever written here.
+
+Writes made during one turn of the event loop share one transaction per database, committed at
+the end of that turn (a build's writes came one commit each, each blocking the loop on the
+disk). No crash state is added by it: a run killed before the commit is in the state of a run
+killed just before those writes, and nothing leaves the process that depends on them before the
+commit. ``intend`` commits at once, with whatever is pending, since the submission it announces
+is sent right after it.
 """
 
 from __future__ import annotations
 
 import time
+import asyncio
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -28,10 +36,34 @@ class Journal:
         opts = dict(eviction_policy="none", size_limit=2**40)
         self._inflight = diskcache.Cache(str(directory / "inflight"), **opts)
         self._stored = diskcache.Cache(str(directory / "stored"), **opts)
+        self._open: list | None = None  # the transactions of this turn of the loop
+        self.commits = 0
 
     def close(self) -> None:
+        self.commit()
         self._inflight.close()
         self._stored.close()
+
+    def _begin(self) -> None:
+        """Join this turn's transactions; outside an event loop every write commits by itself."""
+        if self._open is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._open = [self._inflight.transact(), self._stored.transact()]
+        for txn in self._open:
+            txn.__enter__()
+        loop.call_soon(self.commit)
+
+    def commit(self) -> None:
+        """Commit the pending writes (at the end of the turn, or now)."""
+        txns, self._open = self._open, None
+        if txns:
+            self.commits += 1
+            for txn in reversed(txns):
+                txn.__exit__(None, None, None)
 
     @staticmethod
     def _read(cache, key: str) -> dict[str, Any] | None:
@@ -46,25 +78,31 @@ class Journal:
         return self._read(self._inflight, spec_hash) or self._read(self._stored, spec_hash)
 
     def intend(self, spec_hash: str, name: str, request: dict[str, Any]) -> None:
-        """Before a submission is sent: if we die now, its outcome is unknown."""
+        """Before a submission is sent: if we die now, its outcome is unknown. Committed at once."""
+        self._begin()
         self._inflight.set(spec_hash, {"state": SUBMITTING, "name": name, "request": request,
                                        "since": time.time()})
+        self.commit()
 
     def submitted(self, spec_hash: str, name: str, request: dict[str, Any], task_id: str,
                   credits: float | None) -> None:
+        self._begin()
         self._inflight.set(spec_hash, {"state": SUBMITTED, "name": name, "request": request, "task_id": task_id,
                                        "credits": credits, "since": time.time()})
 
     def stored(self, spec_hash: str, record: dict[str, Any]) -> None:
         # Written before the in-flight record is dropped, so a crash between leaves both (harmless).
+        self._begin()
         self._stored.set(spec_hash, {**record, "state": STORED, "since": time.time()})
         self._inflight.delete(spec_hash)
 
     def forget(self, spec_hash: str) -> None:
         """Drop the in-flight record (the task failed, was refused, or is gone)."""
+        self._begin()
         self._inflight.delete(spec_hash)
 
     def forget_stored(self, spec_hash: str) -> None:
+        self._begin()
         self._stored.delete(spec_hash)
 
     def inflight(self) -> Iterator[tuple[str, dict[str, Any]]]:
