@@ -1,6 +1,7 @@
 """Polling at realistic task times: C = N = 40 tasks of 2.5 s, 12 s and 60 s, with and without callbacks.
 
-Each case builds 40 images at concurrency 40 as a `python -m starbuild` subprocess against the
+The emulator also notes when each result is downloaded after its task ended: how late the
+schedule looked. Each case builds 40 images at concurrency 40 as a `python -m starbuild` subprocess against the
 emulator over HTTP. Figures per case: wall time against the ideal ceil(N/C) * L (target <= 1.10x),
 and HTTP requests per image counted by the emulator (target <= 3.5 without callbacks, 2 with).
 The 2.5 s case runs twice without callbacks: with estimated_time rounded up (the emulator's
@@ -28,20 +29,40 @@ TARGET_CALLBACKS = 2.0
 CALLBACK = "  callback:\n    listen: 127.0.0.1:0\n"
 
 
-def one_run(latency: float, rounding: str, callbacks: bool) -> tuple[float, float, dict, float]:
-    from starbuild.emulator import Emulator, EmulatorConfig, serve_in_thread
+def timed_emulator(config):
+    """The emulator, noting how long after its task's end each result download arrives."""
+    from starbuild.emulator import Emulator
+
+    class Timed(Emulator):
+        late: list[float] = []
+
+        async def __call__(self, scope, receive, send):
+            path = scope.get("path", "")
+            if scope["type"] == "http" and path.startswith("/cdn/") and not path.startswith("/cdn/files/"):
+                task = self.tasks.get(path.rsplit("/", 1)[-1].rsplit("-", 1)[0])
+                if task is not None:
+                    self.late.append(self.clock() - task.done_at)
+            await super().__call__(scope, receive, send)
+
+    em = Timed(config)
+    em.late = []
+    return em
+
+
+def one_run(latency: float, rounding: str, callbacks: bool) -> tuple[float, float, dict, float, list[float]]:
+    from starbuild.emulator import EmulatorConfig, serve_in_thread
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "proj"
         matrix_project(root, N, concurrency=C, extra=CALLBACK if callbacks else "")
-        emulator = Emulator(EmulatorConfig(latency=latency, render="plain", estimate_round=rounding,
-                                           allow_loopback_callbacks=callbacks))
+        emulator = timed_emulator(EmulatorConfig(latency=latency, render="plain", estimate_round=rounding,
+                                                 allow_loopback_callbacks=callbacks))
         with serve_in_thread(emulator) as url:
             run = run_measured(starbuild_cmd(root, "build", "--json"), env=cli_env(url, Path(tmp) / "cache"))
         counters = dict(emulator.counters)
     if run.returncode != 0 or len(emulator.ledger) != N:
         raise SystemExit(f"the build failed ({run.returncode}, {len(emulator.ledger)} submissions): {run.stderr[-2000:]}")
-    return run.wall, requests_of(counters) / N, counters, run.json()["summary"]["elapsed"]
+    return run.wall, requests_of(counters) / N, counters, run.json()["summary"]["elapsed"], emulator.late
 
 
 def case(latency: float, rounding: str, callbacks: bool, runs: int) -> None:
@@ -51,6 +72,7 @@ def case(latency: float, rounding: str, callbacks: bool, runs: int) -> None:
     inner = [r[3] / ideal for r in results]
     per_image = [r[1] for r in results]
     last = results[-1][2]
+    late = sorted(x for r in results for x in r[4])
     mix = ", ".join(f"{k} {last.get(k, 0)}" for k in ("submit", "task", "result"))
     target = TARGET_CALLBACKS if callbacks else TARGET_POLLING
     label = "callbacks" if callbacks else f"polling, estimate rounded {rounding}"
@@ -58,7 +80,9 @@ def case(latency: float, rounding: str, callbacks: bool, runs: int) -> None:
     print(f"polling: {N} tasks of {latency:g} s at C={C} ({label}): wall/ideal {ratio:.3f}x median of {runs} "
           f"({spread(ratios, '{:.3f}')}), target <= {TARGET_RATIO:.2f}x: {verdict(ratio <= TARGET_RATIO)} "
           f"(the build's own elapsed {median(inner):.3f}x: {verdict(median(inner) <= TARGET_RATIO)}); "
-          f"{req:.2f} requests per image ({mix}), target <= {target:g}: {verdict(req <= target)}")
+          f"{req:.2f} requests per image ({mix}), target <= {target:g}: {verdict(req <= target)}; "
+          f"downloads {median(late) * 1000:.0f} ms after the task's end (median; 90th percentile "
+          f"{late[int(0.9 * (len(late) - 1))] * 1000:.0f} ms)")
 
 
 def main() -> None:
