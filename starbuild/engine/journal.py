@@ -36,7 +36,7 @@ class Journal:
         opts = dict(eviction_policy="none", size_limit=2**40)
         self._inflight = diskcache.Cache(str(directory / "inflight"), **opts)
         self._stored = diskcache.Cache(str(directory / "stored"), **opts)
-        self._open: list | None = None  # the transactions of this turn of the loop
+        self._open: dict[int, Any] = {}  # id(cache) -> its transaction of this turn of the loop
         self.commits = 0
 
     def close(self) -> None:
@@ -44,25 +44,29 @@ class Journal:
         self._inflight.close()
         self._stored.close()
 
-    def _begin(self) -> None:
-        """Join this turn's transactions; outside an event loop every write commits by itself."""
-        if self._open is not None:
+    def _begin(self, cache) -> None:
+        """Join this turn's transaction on ``cache``; outside an event loop every write commits by itself."""
+        if id(cache) in self._open:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        self._open = [self._inflight.transact(), self._stored.transact()]
-        for txn in self._open:
-            txn.__enter__()
-        loop.call_soon(self.commit)
+        txn = cache.transact()
+        txn.__enter__()
+        if not self._open:
+            loop.call_soon(self.commit)
+        self._open[id(cache)] = txn
 
     def commit(self) -> None:
         """Commit the pending writes (at the end of the turn, or now)."""
-        txns, self._open = self._open, None
-        if txns:
-            self.commits += 1
-            for txn in reversed(txns):
+        txns, self._open = self._open, {}
+        # Stored results first: a crash between the two commits then leaves a task both stored
+        # and in flight (harmless), never neither (which would submit it again).
+        for cache in (self._stored, self._inflight):
+            txn = txns.get(id(cache))
+            if txn is not None:
+                self.commits += 1
                 txn.__exit__(None, None, None)
 
     @staticmethod
@@ -79,30 +83,31 @@ class Journal:
 
     def intend(self, spec_hash: str, name: str, request: dict[str, Any]) -> None:
         """Before a submission is sent: if we die now, its outcome is unknown. Committed at once."""
-        self._begin()
+        self._begin(self._inflight)
         self._inflight.set(spec_hash, {"state": SUBMITTING, "name": name, "request": request,
                                        "since": time.time()})
         self.commit()
 
     def submitted(self, spec_hash: str, name: str, request: dict[str, Any], task_id: str,
                   credits: float | None) -> None:
-        self._begin()
+        self._begin(self._inflight)
         self._inflight.set(spec_hash, {"state": SUBMITTED, "name": name, "request": request, "task_id": task_id,
                                        "credits": credits, "since": time.time()})
 
     def stored(self, spec_hash: str, record: dict[str, Any]) -> None:
         # Written before the in-flight record is dropped, so a crash between leaves both (harmless).
-        self._begin()
+        self._begin(self._stored)
+        self._begin(self._inflight)
         self._stored.set(spec_hash, {**record, "state": STORED, "since": time.time()})
         self._inflight.delete(spec_hash)
 
     def forget(self, spec_hash: str) -> None:
         """Drop the in-flight record (the task failed, was refused, or is gone)."""
-        self._begin()
+        self._begin(self._inflight)
         self._inflight.delete(spec_hash)
 
     def forget_stored(self, spec_hash: str) -> None:
-        self._begin()
+        self._begin(self._stored)
         self._stored.delete(spec_hash)
 
     def inflight(self) -> Iterator[tuple[str, dict[str, Any]]]:
