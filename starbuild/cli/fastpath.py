@@ -239,13 +239,18 @@ def entry() -> None:
         sys.stdout.write(HELP.format(prog=_prog()))
         sys.exit(0)
     shape = _shape(argv)
-    cache = PlanCache(argv, shape[1], shape[2]) if shape else None
-    if cache is not None and cache.usable:
-        code = cache.replay()
+    cache = None
+    if shape:
+        try:
+            cache = PlanCache(argv, shape[1], shape[2])
+            code = cache.replay() if cache.usable else None
+        except Exception:  # the cache is only a shortcut: anything odd runs the command in full
+            cache = code = None
         if code is not None:
             sys.stdout.flush()
             sys.exit(code)
-        _run_recorded(cache)
+        if cache is not None and cache.usable:
+            _run_recorded(cache)
     from starbuild.cli.main import main
 
     main()
@@ -282,7 +287,10 @@ def _run_recorded(cache: PlanCache) -> None:
     from starbuild.cli import main as cli
 
     guess = (cache.load() or {}).get("output", "assets")
-    before = fingerprint(cache.root, cache.cache, guess)
+    try:
+        before = fingerprint(cache.root, cache.cache, guess)
+    except Exception:
+        before = None
     cli.PLAN_CACHE_HOOK = hook = {}
     out, err = _Tee(sys.stdout), _Tee(sys.stderr)
     sys.stdout, sys.stderr = out, err
@@ -296,5 +304,8 @@ def _run_recorded(cache: PlanCache) -> None:
     if code in (0, None) and hook.get("cacheable"):
         if hook["output"] != guess:
             before = None
-        cache.store(before, hook["output"], "".join(out.parts), "".join(err.parts), code or 0)
+        try:
+            cache.store(before, hook["output"], "".join(out.parts), "".join(err.parts), code or 0)
+        except Exception:
+            pass  # not kept; the command's own answer stands
     sys.exit(code)

@@ -67,6 +67,7 @@ class Watched:
     wake: asyncio.Future | None = None    # set to wake the sleeping task early
     callback: Any = None                  # a task body delivered by a callback, once it arrives
     token: str | None = None              # its callback URL's last segment
+    settling: bool = False                # seen completed without its results yet
 
 
 @dataclass
@@ -111,6 +112,8 @@ class PollSchedule:
         now = self.clock()
         if not w.known_start and w.polls == 0:
             return now  # a task of an earlier run: look at once
+        if w.settling:
+            return w.last_poll + self.base  # finished, results not shown yet: they follow shortly
         if self.callbacks:
             return self._safety_net(w, now)
         duration = self.predicted(w)
@@ -155,6 +158,7 @@ class PollSchedule:
         now = self.clock()
         w.polls += 1
         w.last_poll = now
+        w.settling = status == "completed"
         if status == "processing" and MIN_PROGRESS <= progress < 100:
             w.reading = (now, progress)
             w.first_reading = w.first_reading or w.reading
