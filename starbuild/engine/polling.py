@@ -26,8 +26,8 @@ from typing import Any, Awaitable, Callable
 
 from starbuild.errors import ApiError
 
-MARGIN = 0.03        # look this share of the duration after the predicted end ...
-SLACK = 0.05         # ... plus this many seconds (clock skew, the answer's trip)
+MARGIN = 0.005       # look this share of the duration after the predicted end ...
+SLACK = 0.05         # ... plus this many seconds (where the server started it, against our guess)
 PROBE_SHARE = 0.6    # a probe looks at this share of the expected duration
 PROBES = 2           # tasks probed while nothing is learned
 MIN_PROGRESS = 5     # progress below this predicts too coarsely
@@ -56,7 +56,7 @@ class Watched:
     """One task being waited for."""
 
     task_id: str
-    started: float                       # monotonic time its submission was sent (or first seen)
+    started: float                       # monotonic time it started: mid-submission (or when first seen)
     estimated: float | None = None       # the submit answer's estimated_time
     known_start: bool = True             # False for a task of an earlier run
     polls: int = 0
@@ -99,8 +99,10 @@ class PollSchedule:
             # progress is whole percent: the end lies between these two; what the run has
             # learned picks the point within them
             low, high = (t - w.started) * 100.0 / (p + 1), (t - w.started) * 100.0 / p
-            expected = self.expected(w)
-            return high if expected is None else min(high, max(low, expected))
+            learned = self.ratio.value if w.estimated else self.seconds.value
+            if learned is None:
+                return high  # the latest end the reading allows: never early
+            return min(high, max(low, self.expected(w)))
         if w.first_reading and p - w.first_reading[1] >= MIN_PROGRESS:
             t0, p0 = w.first_reading
             rate = (p - p0) / (t - t0)
@@ -256,6 +258,8 @@ class Tracker:
         return w
 
     def accepted(self, w: Watched, task: Any) -> None:
+        # The server started the task somewhere between our request and its answer: the middle.
+        w.started = (w.started + self.schedule.clock()) / 2
         w.task_id, w.estimated = task.id, task.estimated_time
         self._accepted[task.id] = w
 
