@@ -301,6 +301,7 @@ def _run_recorded(cache: PlanCache) -> None:
         code = exc.code
     finally:
         sys.stdout, sys.stderr = out._stream, err._stream
+        cli.PLAN_CACHE_HOOK = None
     if code in (0, None) and hook.get("cacheable"):
         if hook["output"] != guess:
             before = None
