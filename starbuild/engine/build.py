@@ -111,12 +111,12 @@ async def abuild(project: Project, options: BuildOptions | None = None, *, trans
     started = time.monotonic()
     cache = cache_dir(project, options.env)
     with project_lock(cache, wait=options.wait):
+        lock = read_lock(project.root / LOCK_NAME)
         store, assets = ObjectStore(cache), asset_dir(project)
         # Under the lock no other build of this cache is running: any temp file is a dead run's.
         store.clean_temp()
         assets.clean_partial()
         with paused_gc():
-            lock = read_lock(project.root / LOCK_NAME)
             plan = make_plan(project, lock, placeholder=options.offline, force=options.force,
                              select=options.select, have=_have_files(store, assets), specs=options.specs)
         from starbuild.engine.journal import Journal
