@@ -92,7 +92,12 @@ def test_learning_wakes_tasks_planned_on_a_wrong_estimate():
 
 def test_callbacks_make_polling_a_slow_safety_net():
     sim = Sim(12, 12, count=1, callbacks=True)
+    sim.tasks[0].token = "t"  # its submission carried a callback URL
     assert sim.schedule.next_look(sim.tasks[0]) >= 12 + 15
+    resumed = Watched("old", started=0.0, known_start=False)  # of an earlier run: no callback coming
+    assert sim.schedule.next_look(resumed) == 0.0
+    sim.schedule.observe(resumed, "processing", 50)
+    assert sim.schedule.next_look(resumed) <= 10.0
 
 
 # --- end to end, against the emulator ---------------------------------------------------------
