@@ -5,7 +5,6 @@ Reads top to bottom as the list of steps; each step is a named function below.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import time
@@ -100,6 +99,8 @@ def build(project: Project, options: BuildOptions | None = None, **kwargs: Any) 
         # (and so its result) when it restores the Ctrl-C handler, which costs seconds for a big one.
         out.append(await abuild(project, options, **kwargs))
 
+    import asyncio  # here, not at the top: `plan` imports this module and needs no event loop
+
     asyncio.run(main())
     return out[0]
 
@@ -179,6 +180,8 @@ async def _run(project, options, todo, journal, store, transport, emulator, emit
         (h, rec) for h, rec in journal.inflight() if rec.get("state") == "submitted" and h not in planned]
     if not todo and not orphans:
         return BuildReport(results=[])
+    import asyncio
+
     from starbuild.api.client import StarMagicClient
     from starbuild.engine.runner import RunOptions, Runner
 
