@@ -164,3 +164,28 @@ def test_callback_needs_a_url_unless_listening_on_loopback(project):
     project.config(matrix_config(1, extra="  callback:\n    listen: 0.0.0.0:8765\n"))
     res = project.run("validate")
     assert res.exit_code == 2 and "url is required" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("scale,rounding,expected", [(1.0, "up", 3), (1.0, "down", 2), (0.5, "up", 2), (3.0, "down", 7)])
+def test_the_emulator_rounds_and_scales_estimated_time_as_told(scale, rounding, expected):
+    em = Emulator(EmulatorConfig(render="plain", latency=2.5, estimate_scale=scale, estimate_round=rounding))
+
+    async def go():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=em), base_url="http://e") as client:
+            answer = await client.post("/v1/images/generations", headers={"Authorization": "Bearer k"},
+                                       json={"model": "gpt-image-2", "prompt": "a kite", "size": "1:1"})
+            return answer.json()["task_info"]["estimated_time"]
+
+    assert asyncio.run(go()) == expected
+
+
+def test_the_emulator_command_takes_the_estimate_options(monkeypatch):
+    from click.testing import CliRunner
+
+    from starbuild.emulator.command import emulator_command
+
+    served = {}
+    monkeypatch.setattr("starbuild.emulator.server.serve", lambda emulator, *a, **k: served.update(em=emulator))
+    result = CliRunner().invoke(emulator_command, ["--estimate-scale", "0.8", "--estimate-round", "down"])
+    assert result.exit_code == 0, result.output
+    assert (served["em"].config.estimate_scale, served["em"].config.estimate_round) == (0.8, "down")
