@@ -151,8 +151,9 @@ def test_files_modified_within_the_last_seconds_are_distrusted(project, monkeypa
 def test_only_plain_plan_and_build_command_lines_are_cached():
     assert fastpath._shape(["-C", "d", "plan", "--json"]) == ("plan", "d", None)
     assert fastpath._shape(["build", "--offline", "-q"]) == ("build", None, None)
+    assert fastpath._shape(["build", "--frozen"]) == ("build", None, None)  # CI's check, a no-op when it passes
     for argv in (["build", "--json"], ["build", "--force", "x"], ["build", "hero"], ["-v", "plan"], ["ls"],
-                 ["build", "--frozen"], ["plan", "--offline", "extra"]):
+                 ["plan", "--frozen"], ["plan", "--offline", "extra"], ["build", "--max-credits", "3"]):
         assert fastpath._shape(argv) is None, argv
 
 
@@ -183,3 +184,10 @@ def test_the_plan_cache_replays_a_noop_build_but_not_a_build_that_did_work(cache
     assert fastpath.PlanCache(argv, str(project.root), None).load() is None
     assert "2 cached" in build()  # a no-op: kept
     assert fastpath.PlanCache(argv, str(project.root), None).load()["fingerprint"] is not None
+
+
+def test_the_plan_cache_can_be_turned_off(cached, monkeypatch):
+    project, entry, mark = cached
+    monkeypatch.setenv("STARBUILD_NO_PLAN_CACHE", "1")
+    code, out = entry()
+    assert code == 0 and out != "REPLAYED\n" and "2 unchanged" in out

@@ -23,7 +23,7 @@ import sys
 DISTRUST = 2.0
 MAX_ENTRIES = 20_000
 FORMAT = 1
-_CACHEABLE = {"plan": {"--json", "--offline"}, "build": {"--offline"}}
+_CACHEABLE = {"plan": {"--json", "--offline"}, "build": {"--offline", "--frozen"}}
 _GLOBAL_VALUE = {"-C", "-f"}
 _ENV = ("STARBUILD_CACHE_DIR", "NO_COLOR", "FORCE_COLOR", "TERM", "COLUMNS", "LANG", "LC_ALL", "PYTHONIOENCODING")
 
@@ -238,7 +238,7 @@ def entry() -> None:
 
         sys.stdout.write(HELP.format(prog=_prog()))
         sys.exit(0)
-    shape = _shape(argv)
+    shape = None if os.environ.get("STARBUILD_NO_PLAN_CACHE") else _shape(argv)
     cache = None
     if shape:
         try:
