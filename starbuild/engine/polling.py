@@ -116,7 +116,7 @@ class PollSchedule:
             return now  # a task of an earlier run: look at once
         if w.settling:
             return w.last_poll + self.base  # finished, results not shown yet: they follow shortly
-        if self.callbacks and w.token is not None:  # a task of an earlier run has no callback coming
+        if self.callbacks and w.token is not None:  # (a task of an earlier run has no callback coming)
             return self._safety_net(w, now)
         duration = self.predicted(w)
         if duration is None and w.polls == 0:
@@ -148,8 +148,8 @@ class PollSchedule:
         return min(self.cap, shy * self.base * 2 ** max(0, w.polls - 1))
 
     def _wants_probe(self, w: Watched) -> bool:
-        if self.callbacks or w.probe or self.ratio.value is not None or self.seconds.value is not None or self.probes >= PROBES \
-                or not w.known_start:
+        learned = self.ratio.value is not None or self.seconds.value is not None
+        if self.callbacks or w.probe or learned or self.probes >= PROBES or not w.known_start:
             return False
         w.probe = True
         self.probes += 1
