@@ -20,7 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import cli_env, matrix_project, median, requests_of, run_measured, spread, starbuild_cmd, verdict  # noqa: E402
+from _common import (cli_env, matrix_project, median, requests_of, run_measured, spread,  # noqa: E402
+                     starbuild_cmd, verdict)
 
 N = C = 40
 TARGET_RATIO = 1.10
@@ -61,7 +62,8 @@ def one_run(latency: float, rounding: str, callbacks: bool) -> tuple[float, floa
             run = run_measured(starbuild_cmd(root, "build", "--json"), env=cli_env(url, Path(tmp) / "cache"))
         counters = dict(emulator.counters)
     if run.returncode != 0 or len(emulator.ledger) != N:
-        raise SystemExit(f"the build failed ({run.returncode}, {len(emulator.ledger)} submissions): {run.stderr[-2000:]}")
+        raise SystemExit(f"the build failed ({run.returncode}, {len(emulator.ledger)} submissions): "
+                         f"{run.stderr[-2000:]}")
     return run.wall, requests_of(counters) / N, counters, run.json()["summary"]["elapsed"], emulator.late
 
 

@@ -166,7 +166,8 @@ def test_callback_needs_a_url_unless_listening_on_loopback(project):
     assert res.exit_code == 2 and "url is required" in res.stderr, res.stderr
 
 
-@pytest.mark.parametrize("scale,rounding,expected", [(1.0, "up", 3), (1.0, "down", 2), (0.5, "up", 2), (3.0, "down", 7)])
+@pytest.mark.parametrize("scale,rounding,expected",
+                         [(1.0, "up", 3), (1.0, "down", 2), (0.5, "up", 2), (3.0, "down", 7)])
 def test_the_emulator_rounds_and_scales_estimated_time_as_told(scale, rounding, expected):
     em = Emulator(EmulatorConfig(render="plain", latency=2.5, estimate_scale=scale, estimate_round=rounding))
 
