@@ -30,6 +30,8 @@ def render_plan(plan, out: TextIO | None = None) -> None:
     summary = data["summary"]
     tail = (f"{summary['new']} new, {summary['changed']} changed, {summary['unchanged']} unchanged, "
             f"{summary['removed']} removed; estimated {summary['credits']:g} credits")
+    if plan.post:
+        tail += "\n" + plan.post.line()
     big = len(data["assets"]) > 10_000
     if out.isatty() and not big:
         from rich.table import Table

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from starbuild.errors import ConfigError, Issue
 from starbuild.models import MAX_INPUTS
 from starbuild.config.yamlfile import Marks, load_yaml_file
+from starbuild.post.schema import STEPS, Atlas, Step, Variants, jpeg_problem
 
 CONFIG_NAME = "starbuild.yaml"
 RATE_UNITS = {"s": 1, "sec": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
@@ -53,6 +55,8 @@ class Output(_Strict):
 
     dir: str = Field("assets", description="the versioned asset directory, relative to the project")
     keep: int = Field(20, ge=1, description="asset versions kept; older ones are pruned")
+    export: str | None = Field(None, min_length=1,
+                               description="a plain folder mirroring the current version (no symlinks)")
 
 
 class Watch(_Strict):
@@ -85,13 +89,17 @@ class ImageFields(_Strict):
     mask: str | None = Field(None, description="PNG with alpha, same size as the first input (gpt-image-2)")
     take: int | None = Field(None, ge=0, description="part of the hash, never sent: change it for a fresh image")
     vars: dict[str, Any] | None = Field(None, description="template variables for this image")
-    post: Any = Field(None, description="reserved for post-processing steps; not supported yet")
+    post: list[Step] | None = Field(None, description="ordered processing steps that make the delivered file")
+    variants: Variants | None = Field(None, description="widths x formats of the delivered file, never upscaled")
 
-    @field_validator("post")
+    @field_validator("post", "variants")
     @classmethod
-    def _post_reserved(cls, v: Any) -> Any:
-        if v is not None:
-            raise ValueError("post-processing steps are reserved and not supported yet; remove 'post'")
+    def _no_jpeg_alpha(cls, v: Any, info: ValidationInfo) -> Any:
+        steps = v if info.field_name == "post" else info.data.get("post")
+        variants = v if info.field_name == "variants" else None
+        problem = jpeg_problem(steps, variants, info.data.get("background") == "transparent")
+        if problem:
+            raise ValueError(problem)
         return v
 
     @field_validator("size", mode="before")
@@ -119,6 +127,15 @@ class Config(_Strict):
     defaults: ImageFields = ImageFields()
     vars: dict[str, Any] = Field(default_factory=dict, description="template variables visible to every template")
     images: dict[str, Image] = Field(min_length=1)
+    atlases: dict[str, Atlas] = Field(default_factory=dict, description="images packed into pages (SPEC.md §8)")
+
+    @field_validator("atlases")
+    @classmethod
+    def _atlas_names(cls, v: dict[str, Atlas]) -> dict[str, Atlas]:
+        for name in v:
+            if not re.match(r"^[A-Za-z0-9_-]+$", name):
+                raise ValueError(f"atlas name {name!r}: use letters, digits, - and _")
+        return v
 
 
 @dataclass(frozen=True)
@@ -160,6 +177,12 @@ _ALLOWED_BY_MODEL = {
 
 
 def _known_fields(loc: tuple) -> list[str]:
+    if "post" in loc and len(loc) == loc.index("post") + 3 and loc[-1] in STEPS:
+        return list(STEPS[loc[-1]].model_fields)
+    if loc[-1:] == ("variants",):
+        return list(Variants.model_fields)
+    if len(loc) == 2 and loc[0] == "atlases":
+        return list(Atlas.model_fields)
     model = _ALLOWED_BY_MODEL.get(loc) or (Image if len(loc) == 2 and loc[0] == "images" else None)
     return list(model.model_fields) if model else []
 
@@ -170,6 +193,12 @@ def _message(err: dict) -> tuple[tuple, str, bool]:
     kind = err["type"]
     # pydantic adds the union member's name to the path ("list[any]", "FileAxis"); drop it.
     loc = tuple(p for p in loc if not (isinstance(p, str) and (p.startswith("list[") or p == "FileAxis")))
+    if kind == "extra_forbidden" and "post" in loc[:-1] and loc[loc.index("post") + 1:-1] and \
+            isinstance(loc[loc.index("post") + 1], int) and len(loc) == loc.index("post") + 3:
+        name = str(loc[-1])
+        hint = difflib.get_close_matches(name, list(STEPS), n=1)
+        extra = f"; did you mean {hint[0]!r}?" if hint else f"; steps are {', '.join(STEPS)}"
+        return loc, f"unknown step {name!r}{extra}", True
     if kind == "extra_forbidden":
         name = str(loc[-1])
         hint = difflib.get_close_matches(name, _known_fields(loc[:-1]), n=1)

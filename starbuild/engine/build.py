@@ -80,7 +80,12 @@ def _have_files(store: ObjectStore, assets: AssetDir) -> Callable[[dict], bool]:
     stored = store.listing()  # one directory read per prefix instead of a stat per file
 
     def have(entry: dict) -> bool:
-        for f in entry.get("files") or []:
+        # A processed asset publishes its outputs, not its source: the folder's file of the source's
+        # path is another image, so only the delivered outputs there stand in for a missing source.
+        records = entry.get("files") or []
+        if "outputs" in entry and not all(f.get("sha256") in stored for f in records):
+            records = entry["outputs"] or records
+        for f in records:
             if not (f.get("sha256") in stored or (base is not None and (base / f.get("path", "")).is_file())):
                 return False
         return True
@@ -129,7 +134,14 @@ async def abuild(project: Project, options: BuildOptions | None = None, *, trans
             journal.close()
         order = {a.name: i for i, a in enumerate(plan.assets)}
         report.results = sorted(report.results + _unbuilt(plan, report), key=lambda r: order.get(r.name, 0))
-        report.version = publish(project, lock, plan, report.results, store, assets)
+        report.version = publish(project, lock, plan, report.results, store, assets, report.notes)
+        if project.config.output.export:
+            from starbuild.store.export import export_current
+
+            exported = export_current(project.root, project.config.output.export, assets)
+            if exported and exported.skipped:
+                report.notes.append(f"export skipped {len(exported.skipped)} file(s) behind symlinks: "
+                                    + ", ".join(exported.skipped[:5]))
     report.elapsed = time.monotonic() - started
     return report
 
@@ -259,24 +271,29 @@ def next_lock(plan: Plan, lock: Lock, results: list[AssetResult]) -> dict[str, d
 
 
 def publish(project: Project, lock: Lock, plan: Plan, results: list[AssetResult], store: ObjectStore,
-            assets: AssetDir) -> int | None:
+            assets: AssetDir, notes: list[str] | None = None) -> int | None:
     """Write a new version and the lockfile when anything changed; the version number, or None."""
+    from starbuild.post.deliver import deliver_version
+
     new_assets = next_lock(plan, lock, results)
     current = assets.current()
-    if new_assets == lock.assets and (current == lock.asset_version or not new_assets):
-        return None
     base = assets.version_path(current) if current else None
-    files: list[tuple[str, Path]] = []
-    for entry in new_assets.values():
-        for f in entry.get("files") or []:
-            src = store.path(f["sha256"])
-            if not src.is_file() and base is not None and (base / f["path"]).is_file():
-                src = base / f["path"]
-            if src.is_file():
-                files.append((f["path"], src))
+    delivery = deliver_version(project, plan, lock, new_assets, results, store, base)
+    new_assets = delivery.entries
+    if delivery.processed and notes is not None:
+        notes.append(f"post: processed {delivery.processed} file(s), 0 credits")
+    if new_assets == lock.assets and delivery.atlases == lock.atlases and (
+            current == lock.asset_version or not new_assets):
+        return None
     number = max([lock.asset_version, *assets.versions()], default=0) + 1
     manifest = {"asset_version": number, "created": _now(), "assets": new_assets}
-    assets.publish(number, files, manifest)
-    write_lock(project.root / LOCK_NAME, Lock(asset_version=number, assets=new_assets))
+    if delivery.atlases:
+        manifest["atlases"] = delivery.atlases
+    images = delivery.images_file(number)
+    try:
+        assets.publish(number, delivery.files + [images], manifest)
+    finally:
+        images[1].unlink(missing_ok=True)
+    write_lock(project.root / LOCK_NAME, Lock(asset_version=number, assets=new_assets, atlases=delivery.atlases))
     assets.prune(project.config.output.keep)
     return number

@@ -13,6 +13,7 @@ from starbuild.store.lockfile import Lock
 from starbuild.models import estimate_credits
 from starbuild.config.resolve import resolve_specs
 from starbuild.plan.spec import GenerationSpec, InputRef
+from starbuild.post.plan import post_changes
 
 
 class Status(str, enum.Enum):
@@ -57,6 +58,7 @@ class Plan:
     assets: list[PlannedAsset]
     placeholder: bool = False
     selected: set[str] | None = None  # names a build runs; None means all
+    post: Any = None  # PostChanges: processing to redo at 0 credits (SPEC.md §8)
     by_name: dict[str, PlannedAsset] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -76,6 +78,8 @@ class Plan:
     def to_json(self) -> dict[str, Any]:
         summary = {"total": sum(1 for a in self.assets if a.status != Status.REMOVED),
                    "credits": self.credits, **self.counts()}
+        if self.post:
+            summary["post"] = self.post.to_json()
         return {"assets": [a.to_json() for a in self.assets], "summary": summary}
 
 
@@ -174,6 +178,7 @@ def make_plan(project: Project, lock: Lock, *, placeholder: bool = False, force:
             assets.append(PlannedAsset(name, Status.REMOVED, "no longer in the config", None,
                                        prev.get("spec_hash"), 0.0, prev))
     plan = Plan(assets, placeholder=placeholder)
+    plan.post = post_changes(project, plan, lock)
     if select:
         plan.selected = _select(plan, list(select))
     return plan

@@ -47,7 +47,13 @@ def rollback(project: Project, version: int) -> None:
         raise UsageError(f"version {version} has no readable manifest.json; it cannot be restored")
     with project_lock(cache_dir(project)):
         assets.set_current(version)
-        write_lock(project.root / LOCK_NAME, Lock(asset_version=version, assets=manifest["assets"]))
+        write_lock(project.root / LOCK_NAME, Lock(asset_version=version, assets=manifest["assets"],
+                                                  atlases=manifest.get("atlases") or {}))
+
+
+def _shas(entry: dict) -> set[str]:
+    """Every object an entry needs: its generated files and the processed outputs published from them."""
+    return {f["sha256"] for key in ("files", "outputs") for f in entry.get(key) or [] if isinstance(f, dict)}
 
 
 def collect_garbage(project: Project) -> tuple[int, int]:
@@ -61,11 +67,12 @@ def collect_garbage(project: Project) -> tuple[int, int]:
     with project_lock(cache):
         keep: set[str] = set()
         lock = read_lock(project.root / LOCK_NAME)
-        for entry in lock.assets.values():
-            keep.update(f["sha256"] for f in entry.get("files") or [])
+        for entry in [*lock.assets.values(), *lock.atlases.values()]:
+            keep.update(_shas(entry))
         for v in assets.versions():
-            for entry in (assets.manifest(v).get("assets") or {}).values():
-                keep.update(f["sha256"] for f in entry.get("files") or [])
+            manifest = assets.manifest(v)
+            for entry in [*(manifest.get("assets") or {}).values(), *(manifest.get("atlases") or {}).values()]:
+                keep.update(_shas(entry))
         assets.clean_partial()
         journal = Journal(cache / "journal")
         try:
@@ -81,4 +88,7 @@ def collect_garbage(project: Project) -> tuple[int, int]:
                 store.remove(sha)
                 removed += 1
         store.clean_temp()
+        from starbuild.store.derived import DerivedIndex
+
+        DerivedIndex(cache, store).prune()
     return removed, freed

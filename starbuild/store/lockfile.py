@@ -21,10 +21,14 @@ class Lock:
 
     asset_version: int = 0
     assets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    atlases: dict[str, dict[str, Any]] = field(default_factory=dict)  # published atlas files (SPEC.md §8)
 
     def to_json(self) -> dict[str, Any]:
-        return {"lockfile_version": LOCKFILE_VERSION, "asset_version": self.asset_version,
-                "assets": self.assets}
+        out = {"lockfile_version": LOCKFILE_VERSION, "asset_version": self.asset_version,
+               "assets": self.assets}
+        if self.atlases:
+            out["atlases"] = self.atlases
+        return out
 
 
 def read_lock(path: Path) -> Lock:
@@ -49,7 +53,9 @@ def read_lock(path: Path) -> Lock:
                                 f"{version!r} is not a lockfile version this starbuild reads "
                                 f"({LOCKFILE_VERSION}); upgrade starbuild"))
     assets = {k: v for k, v in data.get("assets", {}).items() if isinstance(v, dict)}
-    return Lock(asset_version=int(data.get("asset_version") or 0), assets=assets)
+    atlases = data.get("atlases") if isinstance(data.get("atlases"), dict) else {}
+    return Lock(asset_version=int(data.get("asset_version") or 0), assets=assets,
+                atlases={k: v for k, v in atlases.items() if isinstance(v, dict)})
 
 
 def atomic_write(path: Path, data: bytes) -> None:

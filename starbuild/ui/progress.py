@@ -105,6 +105,8 @@ def render_summary(report: BuildReport, out: TextIO | None = None) -> None:
             out.write(f"failed: {r.name}: {r.error}\n")
         elif r.outcome.value == "skipped" and r.reason != "not selected":
             out.write(f"skipped: {r.name}: {r.reason}\n")
+    for note in report.notes:
+        out.write(f"note: {note}\n")
     version = f"; published v{s['version']:04d}" if s["version"] else "; no new version"
     adopted = f"; kept {report.adopted} paid image(s) of an earlier run" if report.adopted else ""
     out.write(f"{s['built']} built, {s['resumed']} resumed, {s['cached']} cached, {s['failed']} failed, "
