@@ -1,4 +1,4 @@
-"""Atlas packing: MaxRects (best short side fit), deterministic, more pages when one is full.
+"""Atlas packing: MaxRects (bottom-left rule), deterministic, more pages when one is full.
 
 Frames are packed largest first (height, then width, then name), so the same images always give
 the same pages. Each frame occupies its size plus ``2 * extrude`` plus ``padding``; trimmed frames
@@ -36,7 +36,8 @@ class MaxRects:
         best: tuple | None = None
         for r in self.free:
             if w <= r.w and h <= r.h:
-                score = (min(r.w - w, r.h - h), max(r.w - w, r.h - h), r.y, r.x)
+                # Bottom-left: pages are cropped to their content, so keep it low and to the left.
+                score = (r.y + h, r.x, min(r.w - w, r.h - h))
                 if best is None or score < best[0]:
                     best = (score, Rect(r.x, r.y, w, h))
         if best is None:

@@ -48,15 +48,18 @@ def _distance_mask(img: Image.Image, key: tuple[int, int, int]) -> Image.Image:
 
 def trim(img: Image.Image, p: s.Trim, state: dict) -> Image.Image:
     alpha = img.getchannel("A")
+    fill: tuple[int, ...] = (0, 0, 0, 0)
     if alpha.getextrema()[0] < 255:
         box = alpha.point(lambda a: 255 if a > p.tolerance else 0).getbbox()
-    else:
-        box = _distance_mask(img, border_color(img)).point(lambda d: 255 if d > p.tolerance else 0).getbbox()
-    if box is None:  # nothing but background: keep one transparent pixel rather than fail
-        return Image.new(RGBA, (1, 1), (0, 0, 0, 0))
+    else:  # opaque: the border is the corners' colour, and the padding is made of it too
+        ground = border_color(img)
+        fill = (*ground, 255)
+        box = _distance_mask(img, ground).point(lambda d: 255 if d > p.tolerance else 0).getbbox()
+    if box is None:  # nothing but background: keep one pixel of it rather than fail
+        return Image.new(RGBA, (1, 1), fill)
     left, top, right, bottom = box
     pad = p.padding
-    out = Image.new(RGBA, (right - left + 2 * pad, bottom - top + 2 * pad), (0, 0, 0, 0))
+    out = Image.new(RGBA, (right - left + 2 * pad, bottom - top + 2 * pad), fill)
     out.paste(img.crop(box), (pad, pad))
     return out
 
