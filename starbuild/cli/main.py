@@ -193,6 +193,9 @@ def validate(ctx: Context) -> None:
 
     project, specs = load_and_resolve(ctx.config_path)
     specs = order_by_dependencies(project, specs)
+    from starbuild.post.plan import check_outputs
+
+    check_outputs(project, specs)
     if not ctx.quiet:
         click.echo(f"{project.display}: ok ({len(specs)} assets)")
 

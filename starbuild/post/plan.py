@@ -10,7 +10,8 @@ from typing import Any
 
 from starbuild.config.project import Project
 from starbuild.errors import ConfigError
-from starbuild.post.recipe import Recipe, atlas_members, recipe_for
+from starbuild.post.recipe import Recipe, atlas_members, delivered_path, recipe_for, variant_path
+from starbuild.post.schema import EXTENSIONS
 
 
 @dataclass
@@ -58,16 +59,39 @@ def post_changes(project: Project, plan, lock) -> PostChanges:
             touched.add(a.name)
             if a.reason == "up to date":
                 a.reason = "post changed"
-    names = [a.name for a in plan.assets if a.spec is not None]
-    counts = {a.name: a.spec.n for a in plan.assets if a.spec is not None}
+    specs = [a.spec for a in plan.assets if a.spec is not None]
+    check_outputs(project, specs)
+    counts = {s.name: s.n for s in specs}
     for name, atlas in sorted(project.config.atlases.items()):
-        members = atlas_members(atlas, names)
+        members = atlas_members(atlas, list(counts))
         frames = sorted(m if counts[m] == 1 else f"{m}-{i}" for m in members for i in range(1, counts[m] + 1))
-        if not members:
-            raise ConfigError(project.issue(("atlases", name, "include"),
-                                            "matches no asset; patterns are globs over asset names, "
-                                            "such as 'icons/*'"))
         prev = lock.atlases.get(name) or {}
         if prev.get("config") != atlas.canonical() or touched & set(members) or prev.get("frames") != frames:
             out.atlases.append(name)
     return out
+
+
+def check_outputs(project: Project, specs: list) -> None:
+    """Config errors for atlases that include nothing and for published paths that two files would share."""
+    issues = []
+    names = [s.name for s in specs]
+    for name, atlas in sorted(project.config.atlases.items()):
+        if not atlas_members(atlas, names):
+            issues.append(project.issue(("atlases", name, "include"), "matches no asset; patterns are globs "
+                                        "over asset names, such as 'icons/*'"))
+    owner: dict[str, str] = {}
+    for spec in specs:
+        recipe = recipe_for(project, spec.template)
+        ext = recipe.delivered_ext("png")
+        sources = [f"{spec.name}.png"] if spec.n == 1 else [f"{spec.name}-{i}.png" for i in range(1, spec.n + 1)]
+        for source in sources:
+            main = delivered_path(source, ext)
+            paths = [main] + [variant_path(main, w, EXTENSIONS[f]) for f in recipe.variant_formats(
+                {v: k for k, v in EXTENSIONS.items()}[ext]) for w in (recipe.variants.widths if recipe.variants else [])]
+            for path in paths:
+                other = owner.setdefault(path, spec.name)
+                if other != spec.name:
+                    issues.append(project.issue(("images", spec.template), f"{path!r} would be written by both {other!r} and "
+                                                       f"{spec.name!r}; rename one of them"))
+    if issues:
+        raise ConfigError(sorted(issues, key=lambda i: (i.line or 0, i.column or 0))[:20])
