@@ -75,7 +75,7 @@ def test_game_example_icons_are_keyed_trimmed_resized_and_packed(project):
         assert prov["spec_hash"] == entry["spec_hash"] and prov["model"] == "gpt-image-2" and prov["take"] == "0"
     coin = Image.open(cur / "pixel" / "coin.png")
     assert _is_pow2(coin.width) and _is_pow2(coin.height) and max(coin.size) == 32
-    assert set(coin.getchannel("A").getdata()) <= {0, 255}     # binary alpha
+    assert {v for _, v in coin.getchannel("A").getcolors()} <= {0, 255}     # binary alpha
     assert len(coin.convert("RGB").getcolors(256)) <= 9         # 8 colours (+ the keyed pixels' colour)
     background = Image.open(cur / "ui" / "background.webp")
     assert background.format == "WEBP" and background.width == 1920
