@@ -107,7 +107,7 @@ def test_gc_keeps_published_outputs_and_drops_stale_derived_files(project, tmp_p
 
 
 def test_gallery_shows_the_delivered_file_and_the_source_and_variants_on_its_page(project):
-    from starlette.testclient import TestClient
+    from test_gallery import Client
 
     from starbuild.config.project import load_config
     from starbuild.ui.gallery import GalleryState, create_app
@@ -115,8 +115,7 @@ def test_gallery_shows_the_delivered_file_and_the_source_and_variants_on_its_pag
     project.config("version: 1\nimages:\n  hero:\n    prompt: x\n    size: '1:1'\n    quality: low\n"
                    "    post: [{format: {type: webp}}]\n    variants: {widths: [64, 128], formats: [avif]}\n")
     assert project.run("build", "--offline").exit_code == 0
-    client = TestClient(create_app(GalleryState(load_config(project.root / "starbuild.yaml"))),
-                        base_url="http://127.0.0.1")
+    client = Client(create_app(GalleryState(load_config(project.root / "starbuild.yaml"))))
     index = client.get("/").text
     assert "/thumb/1/hero.webp" in index
     page = client.get("/asset/hero").text

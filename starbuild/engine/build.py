@@ -277,6 +277,8 @@ def publish(project: Project, lock: Lock, plan: Plan, results: list[AssetResult]
 
     new_assets = next_lock(plan, lock, results)
     current = assets.current()
+    if new_assets == lock.assets and not plan.post and (current == lock.asset_version or not new_assets):
+        return None
     base = assets.version_path(current) if current else None
     delivery = deliver_version(project, plan, lock, new_assets, results, store, base)
     new_assets = delivery.entries

@@ -87,8 +87,12 @@ class Deliverer:
     # --- the units ---
     def units(self, entries: dict[str, dict], templates: dict[str, str]) -> list[_Unit]:
         out = []
+        recipes: dict[str, Recipe] = {}
         for name, entry in entries.items():
-            recipe = recipe_for(self.project, templates[name]) if name in templates else Recipe()
+            template = templates.get(name)
+            if template is not None and template not in recipes:
+                recipes[template] = recipe_for(self.project, template)
+            recipe = recipes[template] if template is not None else Recipe()
             meta = {"spec_hash": entry.get("spec_hash") or "", "model": (entry.get("request") or {}).get("model", ""),
                     "take": str(entry.get("take", 0))}
             for f in entry.get("files") or []:

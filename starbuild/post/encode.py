@@ -49,7 +49,9 @@ def encode(img: Image.Image, fmt: str, *, quality: int | None = None, lossless: 
         if fmt in ("webp", "avif") and lossless:
             kw["lossless"] = True
         if fmt == "avif":
-            kw["speed"] = AVIF_SPEED
+            # One encoder thread: the process pool already keeps every core busy, and libavif's own
+            # threads were slower even alone on a 1024 px image (measured in bench/post.py).
+            kw["speed"], kw["max_threads"] = AVIF_SPEED, 1
         if fmt == "webp":
             kw["method"] = 4
         if meta:

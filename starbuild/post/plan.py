@@ -45,10 +45,13 @@ def post_changes(project: Project, plan, lock) -> PostChanges:
     """Processing a build would redo for assets whose images are up to date; ConfigError for bad atlases."""
     out = PostChanges()
     touched: set[str] = set()
+    recipes: dict[str, Recipe] = {}
     for a in plan.assets:
         if a.spec is None:
             continue
-        recipe = recipe_for(project, a.spec.template)
+        recipe = recipes.get(a.spec.template)
+        if recipe is None:
+            recipe = recipes[a.spec.template] = recipe_for(project, a.spec.template)
         prev = a.previous or {}
         if a.stale:
             touched.add(a.name)
@@ -68,11 +71,20 @@ def post_changes(project: Project, plan, lock) -> PostChanges:
         prev = lock.atlases.get(name) or {}
         if prev.get("config") != atlas.canonical() or touched & set(members) or prev.get("frames") != frames:
             out.atlases.append(name)
+    out.atlases += sorted(set(lock.atlases) - set(project.config.atlases))  # removed from the config
     return out
+
+
+def uses_processing(project: Project) -> bool:
+    """Whether any image (or the defaults) asks for post steps or variants, or any atlas is declared."""
+    fields = [project.config.defaults, *project.config.images.values()]
+    return bool(project.config.atlases) or any(f.post or f.variants for f in fields)
 
 
 def check_outputs(project: Project, specs: list) -> None:
     """Config errors for atlases that include nothing and for published paths that two files would share."""
+    if not uses_processing(project):
+        return  # names are unique and each has its own files: nothing can clash
     issues = []
     names = [s.name for s in specs]
     for name, atlas in sorted(project.config.atlases.items()):

@@ -166,8 +166,19 @@ STEPS: dict[str, type[_Strict]] = {
 }
 
 
+def _step_schema(schema: dict[str, Any]) -> None:
+    """In JSON Schema, a step is a bare name or a mapping with exactly one of the step keys."""
+    mapping = {k: v for k, v in schema.items() if k not in ("title", "description")}
+    mapping.update(minProperties=1, maxProperties=1)
+    description = schema.get("description")
+    schema.clear()
+    schema.update(description=description, anyOf=[{"type": "string", "enum": list(STEPS)}, mapping])
+
+
 class Step(_Strict):
     """One step: a mapping with exactly one key, the step's name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_step_schema)
 
     trim: Trim | None = None
     crop: Crop | None = None

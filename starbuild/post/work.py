@@ -127,6 +127,17 @@ def run_jobs(jobs: list[Job], workers: int | None = None) -> list[JobResult]:
     workers = workers_for(jobs) if workers is None else workers
     if workers <= 0:
         return [run_job(j) for j in jobs]
-    pool = _pool(workers)
-    chunk = max(1, len(jobs) // (workers * 8))
-    return list(pool.map(run_job, jobs, chunksize=chunk))
+    from concurrent.futures.process import BrokenProcessPool
+
+    global _POOL
+    try:
+        pool = _pool(workers)
+        chunk = max(1, len(jobs) // (workers * 8))
+        return list(pool.map(run_job, jobs, chunksize=chunk))
+    except (BrokenProcessPool, OSError):
+        # A worker died (killed, out of memory) or no process could start: finish inline, which is
+        # slower but never loses the build; jobs are pure, so running one again is safe.
+        if _POOL is not None:
+            _POOL.shutdown(wait=False, cancel_futures=True)
+        _POOL = None
+        return [run_job(j) for j in jobs]
