@@ -125,3 +125,37 @@ def test_gallery_shows_the_delivered_file_and_the_source_and_variants_on_its_pag
     assert img.status_code == 200 and img.content.startswith(b"\x89PNG")
     assert client.get("/source/" + "0" * 64).status_code == 404
     assert client.get("/source/../../etc/passwd").status_code == 404
+
+
+def test_a_processing_failure_fails_its_asset_only_and_keeps_its_previous_files(project, tmp_path):
+    project.config(CONFIG.format(export="export", items="[a, b]"))
+    assert project.run("build", "--offline").exit_code == 0
+    before = project.lock()["assets"]
+    source = before["icons/a"]["files"][0]["sha256"]
+    stored = tmp_path / ".cache" / "objects" / source[:2] / source
+    os.chmod(stored, 0o644)
+    stored.write_bytes(b"\x89PNG\r\n\x1a\n not an image any more")   # a damaged store
+    project.config(CONFIG.format(export="export", items="[a, b]").replace("width: 64, height: 64", "width: 48"))
+    res = project.run("build", "--offline")
+    assert res.exit_code == 1 and "failed: icons/a: post-processing failed" in res.stdout, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr
+    after = project.lock()["assets"]
+    assert after["icons/a"] == before["icons/a"]                     # its previous delivered file stays
+    assert after["icons/b"]["outputs"][0]["width"] == 48
+    current = project.root / "assets" / "current"
+    assert (current / "icons" / "a.png").is_file() and (current / "icons" / "b.png").is_file()
+
+
+def test_an_atlas_frame_larger_than_a_page_is_reported_and_the_rest_is_published(project):
+    project.config("""\
+        version: 1
+        defaults: {size: "1:1", quality: low, post: [{resize: {width: 100, height: 100}}]}
+        images:
+          "s/{{ i }}": {matrix: {i: [0, 1]}, prompt: "sprite {{ i }}"}
+        atlases:
+          sheet: {include: ["s/*"], max_size: 64, trim: false}
+        """)
+    res = project.run("build", "--offline")
+    assert res.exit_code == 1 and "atlases/sheet" in res.stdout and "larger than max_size 64" in res.stdout
+    assert (project.root / "assets" / "current" / "s" / "0.png").is_file()
+    assert not (project.root / "assets" / "current" / "atlases").exists()

@@ -19,7 +19,8 @@ def list_assets(project: Project) -> dict[str, Any]:
         out.append({"name": name, "spec_hash": entry.get("spec_hash"), "model": (entry.get("request") or {}).get("model"),
                     "task_id": entry.get("task_id"), "created": entry.get("created"),
                     "placeholder": bool(entry.get("placeholder")), "credits": entry.get("credits"),
-                    "files": entry.get("files") or []})
+                    "files": entry.get("files") or [],
+                    **({"outputs": entry["outputs"]} if "outputs" in entry else {})})
     return {"asset_version": lock.asset_version, "assets": out}
 
 
