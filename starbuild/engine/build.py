@@ -270,6 +270,16 @@ def next_lock(plan: Plan, lock: Lock, results: list[AssetResult]) -> dict[str, d
     return assets
 
 
+def _fail_processing(results: list[AssetResult], failures: dict[str, str]) -> None:
+    """An asset (or atlas) whose processing failed is a failed result, whatever its generation did."""
+    by_name = {r.name: r for r in results}
+    for name, reason in failures.items():
+        if name in by_name:
+            by_name[name].outcome, by_name[name].reason, by_name[name].error = Outcome.FAILED, reason, reason
+        else:
+            results.append(AssetResult(name, Outcome.FAILED, reason, error=reason))
+
+
 def publish(project: Project, lock: Lock, plan: Plan, results: list[AssetResult], store: ObjectStore,
             assets: AssetDir, notes: list[str] | None = None) -> int | None:
     """Write a new version and the lockfile when anything changed; the version number, or None."""
@@ -280,7 +290,8 @@ def publish(project: Project, lock: Lock, plan: Plan, results: list[AssetResult]
     if new_assets == lock.assets and not plan.post and (current == lock.asset_version or not new_assets):
         return None
     base = assets.version_path(current) if current else None
-    delivery = deliver_version(project, plan, lock, new_assets, results, store, base)
+    delivery = deliver_version(project, plan, lock, new_assets, store, base)
+    _fail_processing(results, delivery.failures)
     new_assets = delivery.entries
     if delivery.processed and notes is not None:
         notes.append(f"post: processed {delivery.processed} file(s), 0 credits")

@@ -198,22 +198,12 @@ def _read_images(base: Path | None) -> dict[str, str]:
     return out
 
 
-def deliver_version(project: Project, plan, lock, entries: dict[str, dict], results: list, store: ObjectStore,
+def deliver_version(project: Project, plan, lock, entries: dict[str, dict], store: ObjectStore,
                     base: Path | None) -> Delivery:
-    """The build's publish step: deliver, then turn processing failures into failed results."""
-    from starbuild.engine.outcome import AssetResult, Outcome
-
+    """The build's publish step: process against the previous lock and version folder."""
     templates = {a.name: a.spec.template for a in plan.assets if a.spec is not None}
-    delivery = deliver(project, entries, templates, store, store.root.parent, base, lock.atlases,
-                       previous=lock.assets)
-    by_name = {r.name: r for r in results}
-    for name, reason in delivery.failures.items():
-        r = by_name.get(name)
-        if r is None:
-            results.append(AssetResult(name, Outcome.FAILED, reason, error=reason))
-        else:
-            r.outcome, r.reason, r.error = Outcome.FAILED, reason, reason
-    return delivery
+    return deliver(project, entries, templates, store, store.root.parent, base, lock.atlases,
+                   previous=lock.assets)
 
 
 def deliver(project: Project, entries: dict[str, dict], templates: dict[str, str], store: ObjectStore,

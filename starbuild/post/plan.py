@@ -11,7 +11,7 @@ from typing import Any
 from starbuild.config.project import Project
 from starbuild.errors import ConfigError
 from starbuild.post.recipe import Recipe, atlas_members, delivered_path, recipe_for, variant_path
-from starbuild.post.schema import EXTENSIONS
+from starbuild.post.schema import EXTENSIONS, jpeg_problem
 
 
 @dataclass
@@ -92,6 +92,12 @@ def check_outputs(project: Project, specs: list) -> None:
             issues.append(project.issue(("atlases", name, "include"), "matches no asset; patterns are globs "
                                         "over asset names, such as 'icons/*'"))
     owner: dict[str, str] = {}
+    for key, image in project.config.images.items():
+        recipe = recipe_for(project, key)
+        transparent = (image.background or project.config.defaults.background) == "transparent"
+        problem = jpeg_problem(list(recipe.steps), recipe.variants, transparent)
+        if problem:
+            issues.append(project.issue(("images", key), problem))
     for spec in specs:
         recipe = recipe_for(project, spec.template)
         ext = recipe.delivered_ext("png")
