@@ -144,6 +144,15 @@ def test_a_processing_failure_fails_its_asset_only_and_keeps_its_previous_files(
     assert after["icons/b"]["outputs"][0]["width"] == 48
     current = project.root / "assets" / "current"
     assert (current / "icons" / "a.png").is_file() and (current / "icons" / "b.png").is_file()
+    rows = json.loads((current / "images.json").read_text())["images"]
+    assert rows["icons/a"]["sha256"] == before["icons/a"]["outputs"][0]["sha256"] and rows["icons/b"]["width"] == 48
+
+
+def test_export_into_the_asset_folder_is_a_config_error(project):
+    project.config(CONFIG.format(export="assets/mirror", items="[a]"))
+    res = project.run("validate")
+    assert res.exit_code == 2 and "output.export: 'assets/mirror' overlaps output.dir" in res.stderr
+    assert project.run("build", "--offline").exit_code == 2 and not (project.root / "assets").exists()
 
 
 def test_an_atlas_frame_larger_than_a_page_is_reported_and_the_rest_is_published(project):

@@ -68,7 +68,9 @@ class Deliverer:
         self.project, self.store, self.base = project, store, base
         self.index = DerivedIndex(cache, store)
         self.stored = store.listing()
-        self.previous_images = _read_images(base)
+        self.previous_rows = _read_rows(base)
+        self.previous_images = {str(r.get("sha256")): r["placeholder"] for r in self.previous_rows.values()
+                                if isinstance(r.get("placeholder"), str)}
 
     # --- where bytes are ---
     def object_path(self, record: dict[str, Any]) -> Path | None:
@@ -183,19 +185,16 @@ def _format_of_ext(ext: str) -> str:
     return {v: k for k, v in EXTENSIONS.items()}.get(ext, ext)
 
 
-def _read_images(base: Path | None) -> dict[str, str]:
-    """Placeholders of the previous version by delivered sha256, so unchanged images cost nothing."""
+def _read_rows(base: Path | None) -> dict[str, dict]:
+    """The previous version's images.json rows: their placeholders cost nothing to reuse."""
     if base is None:
         return {}
     try:
         data = json.loads((base / IMAGES_JSON).read_text())
     except (OSError, ValueError):
         return {}
-    out = {}
-    for item in (data.get("images") or {}).values() if isinstance(data, dict) else []:
-        if isinstance(item, dict) and isinstance(item.get("placeholder"), str):
-            out[str(item.get("sha256"))] = item["placeholder"]
-    return out
+    rows = data.get("images") if isinstance(data, dict) else None
+    return {k: v for k, v in (rows or {}).items() if isinstance(v, dict)}
 
 
 def deliver_version(project: Project, plan, lock, entries: dict[str, dict], store: ObjectStore,
@@ -227,13 +226,13 @@ def deliver(project: Project, entries: dict[str, dict], templates: dict[str, str
         if u.recipe.active and (u.delivered is None or u.placeholder is None):
             delivery.failures.setdefault(u.asset, "the source image is missing from the object store; "
                                                   f"rebuild it with `starbuild build --force {u.asset}`")
-    _record(delivery, units, previous or {})
+    _record(delivery, units, previous or {}, d.previous_rows)
     pack_atlases(project, delivery, d, previous_atlases or {})
     _publish_list(delivery, d)
     return delivery
 
 
-def _record(delivery: Delivery, units: list[_Unit], previous: dict[str, dict]) -> None:
+def _record(delivery: Delivery, units: list[_Unit], previous: dict[str, dict], rows: dict[str, dict]) -> None:
     """Write ``outputs`` and ``post`` into each processed asset's entry, and its images.json rows.
 
     An asset whose processing failed keeps its previous entry (and so its previous files).
@@ -254,6 +253,8 @@ def _record(delivery: Delivery, units: list[_Unit], previous: dict[str, dict]) -
         if failed:
             if name in previous:
                 delivery.entries[name] = previous[name]
+                keys = [name] if len(group) == 1 else [f"{name}-{i}" for i in range(1, len(group) + 1)]
+                delivery.images.update({k: rows[k] for k in keys if k in rows})
             continue
         for u in group:
             key = name if len(group) == 1 else stem(_outputs(u)[0]["path"])

@@ -83,9 +83,18 @@ def uses_processing(project: Project) -> bool:
 
 def check_outputs(project: Project, specs: list) -> None:
     """Config errors for atlases that include nothing and for published paths that two files would share."""
-    if not uses_processing(project):
-        return  # names are unique and each has its own files: nothing can clash
     issues = []
+    export = project.config.output.export
+    if export:
+        out_dir = (project.root / project.config.output.dir).resolve()
+        target = (project.root / export).resolve()
+        if target == out_dir or out_dir in target.parents or target in out_dir.parents:
+            issues.append(project.issue(("output", "export"), f"{export!r} overlaps output.dir; export to a "
+                                        "folder outside the versioned asset directory"))
+    if not uses_processing(project):
+        if issues:
+            raise ConfigError(issues)
+        return  # names are unique and each has its own files: nothing can clash
     names = [s.name for s in specs]
     for name, atlas in sorted(project.config.atlases.items()):
         if not atlas_members(atlas, names):
