@@ -10,8 +10,10 @@ from typing import Any
 
 from starbuild.config.project import Project
 from starbuild.errors import ConfigError
-from starbuild.post.recipe import Recipe, atlas_members, delivered_path, recipe_for, variant_path
+from starbuild.post.recipe import Recipe, atlas_members, recipe_for
 from starbuild.post.schema import EXTENSIONS, jpeg_problem
+
+_FORMAT_OF_EXT = {v: k for k, v in EXTENSIONS.items()}
 
 
 @dataclass
@@ -107,18 +109,21 @@ def check_outputs(project: Project, specs: list) -> None:
         problem = jpeg_problem(list(recipe.steps), recipe.variants, transparent)
         if problem:
             issues.append(project.issue(("images", key), problem))
-    for spec in specs:
-        recipe = recipe_for(project, spec.template)
+    suffixes: dict[str, tuple[str, list[str]]] = {}  # per image key: delivered extension, variant suffixes
+    for key in project.config.images:
+        recipe = recipe_for(project, key)
         ext = recipe.delivered_ext("png")
-        sources = [f"{spec.name}.png"] if spec.n == 1 else [f"{spec.name}-{i}.png" for i in range(1, spec.n + 1)]
-        for source in sources:
-            main = delivered_path(source, ext)
-            paths = [main] + [variant_path(main, w, EXTENSIONS[f]) for f in recipe.variant_formats(
-                {v: k for k, v in EXTENSIONS.items()}[ext]) for w in (recipe.variants.widths if recipe.variants else [])]
-            for path in paths:
+        widths = recipe.variants.widths if recipe.variants else []
+        formats = recipe.variant_formats(_FORMAT_OF_EXT.get(ext, ext))
+        suffixes[key] = (ext, [f"-{w}.{EXTENSIONS[f]}" for f in formats for w in widths])
+    for spec in specs:
+        ext, tails = suffixes[spec.template]
+        stems = [spec.name] if spec.n == 1 else [f"{spec.name}-{i}" for i in range(1, spec.n + 1)]
+        for stem in stems:
+            for path in [f"{stem}.{ext}", *(stem + t for t in tails)]:
                 other = owner.setdefault(path, spec.name)
                 if other != spec.name:
-                    issues.append(project.issue(("images", spec.template), f"{path!r} would be written by both {other!r} and "
-                                                       f"{spec.name!r}; rename one of them"))
+                    issues.append(project.issue(("images", spec.template), f"{path!r} would be written by both "
+                                                f"{other!r} and {spec.name!r}; rename one of them"))
     if issues:
         raise ConfigError(sorted(issues, key=lambda i: (i.line or 0, i.column or 0))[:20])

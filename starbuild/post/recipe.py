@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import posixpath
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from starbuild.config.project import Project
@@ -34,6 +35,10 @@ class Recipe:
 
     def key(self) -> str | None:
         """The hash the lock entry records as ``post``; None for an asset without processing."""
+        return self._key
+
+    @cached_property
+    def _key(self) -> str | None:
         if not self.active:
             return None
         variants = self.variants.model_dump(mode="json") if self.variants else None
