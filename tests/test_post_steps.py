@@ -123,3 +123,18 @@ def test_pool_gives_the_same_files_as_inline(tmp_path):
     assert [r.variants[0]["sha256"] for r in inline] == [r.variants[0]["sha256"] for r in pooled]
     assert all(r.placeholder and r.placeholder == q.placeholder for r, q in zip(inline, pooled))
     assert Image.open(pooled[0].delivered["tmp"]).format == "WEBP"
+
+
+def test_chroma_key_auto_finds_a_noisy_flat_ground():
+    import random
+
+    rng = random.Random(7)
+    img = _subject()
+    px = img.load()
+    for x in range(img.width):
+        for y in range(img.height):
+            if px[x, y] == (0, 200, 0):
+                px[x, y] = (rng.randint(0, 5), 200 + rng.randint(-5, 5), rng.randint(0, 5))
+    out, state = apply_steps(img, _steps({"chroma_key": {"tolerance": 20}}, "trim"))
+    assert max(abs(a - b) for a, b in zip(state["key"], (2, 200, 2))) <= 2
+    assert out.size == (200, 100)

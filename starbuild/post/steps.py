@@ -27,15 +27,24 @@ def parse_color(text: str) -> tuple[int, int, int, int]:
 
 
 def border_color(img: Image.Image) -> tuple[int, int, int]:
-    """The most common colour of the outermost pixel ring: a flat background's colour."""
+    """The flat background's colour: the average of the most common shade of the outermost pixel ring.
+
+    Shades are buckets of 8 levels per channel, so sensor noise or JPEG ringing on a plain ground
+    still gives one clear winner.
+    """
     w, h = img.size
     rgb = img.convert("RGB")
     ring = [rgb.crop((0, 0, w, 1)), rgb.crop((0, h - 1, w, h)), rgb.crop((0, 0, 1, h)), rgb.crop((w - 1, 0, w, h))]
-    counts: dict[tuple, int] = {}
+    counts: dict[tuple, list[int]] = {}
     for part in ring:
-        for n, colour in part.getcolors(maxcolors=part.width * part.height + 1) or []:
-            counts[colour] = counts.get(colour, 0) + n
-    return max(sorted(counts), key=lambda c: counts[c])
+        for n, (r, g, b) in part.getcolors(maxcolors=part.width * part.height + 1) or []:
+            acc = counts.setdefault((r >> 3, g >> 3, b >> 3), [0, 0, 0, 0])
+            acc[0] += n
+            acc[1] += r * n
+            acc[2] += g * n
+            acc[3] += b * n
+    n, r, g, b = max(counts.values(), key=lambda acc: (acc[0], acc[1:]))
+    return round(r / n), round(g / n), round(b / n)
 
 
 def _distance_mask(img: Image.Image, key: tuple[int, int, int]) -> Image.Image:
