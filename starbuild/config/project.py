@@ -193,8 +193,8 @@ def _message(err: dict) -> tuple[tuple, str, bool]:
     kind = err["type"]
     # pydantic adds the union member's name to the path ("list[any]", "FileAxis"); drop it.
     loc = tuple(p for p in loc if not (isinstance(p, str) and (p.startswith("list[") or p == "FileAxis")))
-    if kind == "extra_forbidden" and "post" in loc[:-1] and loc[loc.index("post") + 1:-1] and \
-            isinstance(loc[loc.index("post") + 1], int) and len(loc) == loc.index("post") + 3:
+    at = loc.index("post") if "post" in loc else -1
+    if kind == "extra_forbidden" and at >= 0 and len(loc) == at + 3 and isinstance(loc[at + 1], int):
         name = str(loc[-1])
         hint = difflib.get_close_matches(name, list(STEPS), n=1)
         extra = f"; did you mean {hint[0]!r}?" if hint else f"; steps are {', '.join(STEPS)}"
