@@ -8,6 +8,7 @@ images.json. Source images stay in the object store; only what ``outputs`` lists
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,8 @@ class Deliverer:
             meta = {"spec_hash": entry.get("spec_hash") or "", "model": (entry.get("request") or {}).get("model", ""),
                     "take": str(entry.get("take", 0))}
             for f in entry.get("files") or []:
+                if not _safe(f):  # a hand-edited lockfile: never a path outside the version
+                    continue
                 unit = _Unit(name, recipe, f, self.object_path(f), {**meta, "source": f["sha256"]})
                 self.plan_unit(unit)
                 out.append(unit)
@@ -282,16 +285,25 @@ def _image_row(u: _Unit) -> dict[str, Any]:
             "srcset": {fmt: ", ".join(items) for fmt, items in srcset.items()}, "placeholder": u.placeholder}
 
 
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _safe(rec: Any) -> bool:
+    """A record from the lockfile names a relative path inside the version and a real sha256."""
+    if not isinstance(rec, dict) or not isinstance(rec.get("path"), str) or not isinstance(rec.get("sha256"), str):
+        return False
+    path = rec["path"]
+    return bool(_SAFE_PATH.match(path) and _SHA.match(rec["sha256"])) and \
+        not any(part in (".", "..") for part in path.split("/"))
+
+
 def _publish_list(delivery: Delivery, d: Deliverer) -> None:
-    for name, entry in delivery.entries.items():
-        records = entry["outputs"] if "outputs" in entry else entry.get("files") or []
+    groups = [e["outputs"] if "outputs" in e else e.get("files") or [] for e in delivery.entries.values()]
+    groups += [a.get("files") or [] for a in delivery.atlases.values()]
+    for records in groups:
         for rec in records:
-            path = d.object_path(rec)
-            if path is not None:
-                delivery.files.append((rec["path"], path))
-    for atlas in delivery.atlases.values():
-        for rec in atlas.get("files") or []:
-            path = d.object_path(rec)
+            path = d.object_path(rec) if _safe(rec) else None
             if path is not None:
                 delivery.files.append((rec["path"], path))
 

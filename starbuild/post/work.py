@@ -74,8 +74,9 @@ def run_job(job: Job) -> JobResult:
             elif img.mode not in ("RGB", "RGBA"):
                 img = img.convert("RGBA")
             result.width, result.height = img.size
+            scaled: dict[int, object] = {}  # one resize per width, shared by its formats
             for width, kind, quality in job.variants:
-                result.variants.append(_variant(img, width, kind, quality, job.tmp_dir, encode))
+                result.variants.append(_variant(img, width, kind, quality, job.tmp_dir, encode, scaled))
             if job.placeholder:
                 result.placeholder = placeholder_url(img)
         return result
@@ -83,14 +84,16 @@ def run_job(job: Job) -> JobResult:
         return JobResult(error=f"{type(exc).__name__}: {exc}")
 
 
-def _variant(img, width: int, kind: str, quality: int | None, tmp_dir: str, encode) -> dict[str, Any] | None:
+def _variant(img, width: int, kind: str, quality: int | None, tmp_dir: str, encode,
+             scaled: dict) -> dict[str, Any] | None:
     from PIL import Image
 
     if width > img.width:  # never upscale
         return None
     height = max(1, round(img.height * width / img.width))
-    small = img if width == img.width else img.resize((width, height), Image.Resampling.LANCZOS)
-    return _write(encode(small, kind, quality=quality), tmp_dir, kind, width, height)
+    if width not in scaled:
+        scaled[width] = img if width == img.width else img.resize((width, height), Image.Resampling.LANCZOS)
+    return _write(encode(scaled[width], kind, quality=quality), tmp_dir, kind, width, height)
 
 
 _POOL: ProcessPoolExecutor | None = None
