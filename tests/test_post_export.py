@@ -80,6 +80,7 @@ def test_current_falls_back_to_a_pointer_file_without_symlinks(project, monkeypa
     assert (project.root / "export" / "icons" / "b.png").is_file()
     assert project.run("rollback", "1").exit_code == 0
     assert current.read_text().strip().endswith("v0001") and "* v0001" in project.run("versions").stdout
+    assert not (project.root / "export" / "icons" / "b.png").exists()   # the export follows the rollback
     assert project.run("build", "--offline").exit_code == 0                      # back to v0002's content
     assert not (project.root / "assets" / "current").is_symlink()
 

@@ -86,6 +86,21 @@ def test_jpeg_variants_of_a_transparent_image_are_refused(project):
                    "    variants: {widths: [64], formats: [jpeg]}\n")
     res = project.run("validate")
     assert res.exit_code == 2 and "variants format jpeg cannot hold the transparency" in res.stderr
+    # the transparency may come from the defaults and the jpeg from the image: refused before paying
+    project.config("version: 1\ndefaults: {background: transparent}\nimages:\n  a:\n    prompt: x\n"
+                   "    post: [{format: {type: jpeg}}]\n")
+    for command in ("validate", "build"):
+        res = project.run(command, "--offline") if command == "build" else project.run(command)
+        assert res.exit_code == 2 and "starbuild.yaml:4:" in res.stderr and "background: transparent" in res.stderr
+    assert not (project.root / "starbuild.lock").exists()
+
+
+def test_pow2_pages():
+    from starbuild.post.atlas import render_pages
+
+    frames = [Frame("a", Image.new("RGBA", (100, 30), (1, 2, 3, 255)), 100, 30)]
+    sizes = pack(frames, 512, 2, 0)
+    assert sizes == [(100, 30)] and render_pages(frames, sizes, 0, True)[0].size == (128, 32)
 
 
 def test_packer_is_deterministic_and_never_overlaps():

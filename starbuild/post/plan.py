@@ -108,7 +108,7 @@ def check_outputs(project: Project, specs: list) -> None:
         transparent = (image.background or project.config.defaults.background) == "transparent"
         problem = jpeg_problem(list(recipe.steps), recipe.variants, transparent)
         if problem:
-            issues.append(project.issue(("images", key), problem))
+            issues.append(project.issue(("images", key), problem, key=True))
     suffixes: dict[str, tuple[str, list[str]]] = {}  # per image key: delivered extension, variant suffixes
     for key in project.config.images:
         recipe = recipe_for(project, key)
@@ -123,7 +123,7 @@ def check_outputs(project: Project, specs: list) -> None:
             for path in [f"{stem}.{ext}", *(stem + t for t in tails)]:
                 other = owner.setdefault(path, spec.name)
                 if other != spec.name:
-                    issues.append(project.issue(("images", spec.template), f"{path!r} would be written by both "
-                                                f"{other!r} and {spec.name!r}; rename one of them"))
+                    message = f"{path!r} would be written by both {other!r} and {spec.name!r}; rename one of them"
+                    issues.append(project.issue(("images", spec.template), message, key=True))
     if issues:
         raise ConfigError(sorted(issues, key=lambda i: (i.line or 0, i.column or 0))[:20])

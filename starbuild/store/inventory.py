@@ -50,6 +50,10 @@ def rollback(project: Project, version: int) -> None:
         assets.set_current(version)
         write_lock(project.root / LOCK_NAME, Lock(asset_version=version, assets=manifest["assets"],
                                                   atlases=manifest.get("atlases") or {}))
+        if project.config.output.export:  # the engine's copy follows current
+            from starbuild.store.export import export_current
+
+            export_current(project.root, project.config.output.export, assets)
 
 
 def _shas(entry: dict) -> set[str]:
