@@ -153,3 +153,11 @@ def test_chroma_key_auto_finds_a_noisy_flat_ground():
     out, state = apply_steps(img, _steps({"chroma_key": {"tolerance": 20}}, "trim"))
     assert max(abs(a - b) for a, b in zip(state["key"], (2, 200, 2))) <= 2
     assert out.size == (200, 100)
+
+
+def test_two_assets_writing_one_path_is_a_config_error(project):
+    project.config("version: 1\nimages:\n  a:\n    prompt: x\n    variants: {widths: [64], formats: [png]}\n"
+                   "  a-64:\n    prompt: y\n")
+    res = project.run("validate")
+    assert res.exit_code == 2 and "starbuild.yaml:6:3: images.a-64: 'a-64.png' would be written by both 'a' and" \
+        in res.stderr, res.stderr
