@@ -169,3 +169,23 @@ def test_an_atlas_frame_larger_than_a_page_is_reported_and_the_rest_is_published
     assert res.exit_code == 1 and "atlases/sheet" in res.stdout and "larger than max_size 64" in res.stdout
     assert (project.root / "assets" / "current" / "s" / "0.png").is_file()
     assert not (project.root / "assets" / "current" / "atlases").exists()
+
+
+def test_a_wiped_cache_reuses_the_published_outputs(project, tmp_path):
+    import shutil
+
+    project.config(CONFIG.format(export="export", items="[a, b]").replace(
+        "post: [", "variants: {widths: [32], formats: [webp]}\n    post: ["))
+    assert project.run("build", "--offline").exit_code == 0
+    before = project.lock()
+    shutil.rmtree(tmp_path / ".cache")                               # objects, derived index, journal
+    res = project.run("build", "--offline")
+    assert res.exit_code == 0 and "no new version" in res.stdout and "0 built" in res.stdout, res.stdout
+    assert "post: processed" not in res.stdout and project.lock() == before
+    project.config(CONFIG.format(export="export", items="[a, b, c]").replace(
+        "post: [", "variants: {widths: [32], formats: [webp]}\n    post: ["))
+    res = project.run("build", "--offline")                          # a new asset: the others still carry over
+    assert res.exit_code == 0 and "1 built" in res.stdout, res.stdout + res.stderr
+    lock = project.lock()["assets"]
+    assert lock["icons/a"] == before["assets"]["icons/a"]
+    assert (project.root / "assets" / "current" / "icons" / "a-32.webp").is_file()

@@ -60,6 +60,7 @@ class _Unit:
     variants: dict[tuple, dict[str, Any] | None] = field(default_factory=dict)
     placeholder: str | None = None
     job: Job | None = None
+    previous: dict[str, dict[str, Any]] = field(default_factory=dict)  # last outputs of the same recipe, by path
 
 
 class Deliverer:
@@ -102,6 +103,8 @@ class Deliverer:
                 if not _safe(f):  # a hand-edited lockfile: never a path outside the version
                     continue
                 unit = _Unit(name, recipe, f, self.object_path(f), {**meta, "source": f["sha256"]})
+                if recipe.active and entry.get("post") == recipe.key():
+                    unit.previous = {o["path"]: o for o in entry.get("outputs") or [] if _safe(o)}
                 self.plan_unit(unit)
                 out.append(unit)
         return out
@@ -112,7 +115,7 @@ class Deliverer:
             u.delivered = dict(u.source)
         else:
             rec = self.index.get(self._dkey(u))
-            u.delivered = rec["files"][0] if rec else None
+            u.delivered = rec["files"][0] if rec else self._reuse(u, u.recipe.delivered_ext(u.source.get("format", "png")))
         missing = []
         for width, fmt, quality in self._wanted(u):
             if u.delivered is not None:
@@ -120,8 +123,9 @@ class Deliverer:
                     u.variants[(width, fmt)] = None
                     continue
                 rec = self.index.get(self._vkey(u.delivered["sha256"], width, fmt, quality))
-                if rec:
-                    u.variants[(width, fmt)] = rec["files"][0]
+                reused = None if rec else self._reuse(u, EXTENSIONS[fmt], width)
+                if rec or reused:
+                    u.variants[(width, fmt)] = rec["files"][0] if rec else reused
                     continue
             missing.append((width, fmt, quality))
         if u.delivered is not None:
@@ -136,6 +140,15 @@ class Deliverer:
             u.job = Job(source=str(source), steps=tuple(steps) if steps and not delivered_obj else (),
                         meta=tuple(sorted(u.meta.items())), variants=tuple(missing),
                         placeholder=True, tmp_dir=str(self.store.temp_dir()), pixels=w * h)
+
+    def _reuse(self, u: _Unit, ext: str, width: int | None = None) -> dict[str, Any] | None:
+        """The same recipe's output in the previous version (a wiped cache is not a reason to fail or redo)."""
+        main = delivered_path(u.source["path"], ext if width is None else
+                              u.recipe.delivered_ext(u.source.get("format", "png")))
+        rec = u.previous.get(main if width is None else variant_path(main, width, ext))
+        if rec is None or self.object_path(rec) is None:
+            return None
+        return {k: rec[k] for k in ("sha256", "bytes", "width", "height", "format") if k in rec}
 
     def _wanted(self, u: _Unit) -> list[tuple[int, str, int | None]]:
         v = u.recipe.variants
