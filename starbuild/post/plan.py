@@ -84,31 +84,40 @@ def uses_processing(project: Project) -> bool:
 
 
 def check_outputs(project: Project, specs: list) -> None:
-    """Config errors for atlases that include nothing and for published paths that two files would share."""
-    issues = []
+    """Config errors: an export inside output.dir, an atlas that includes nothing, jpeg for a
+    transparent image, and a published path that two files would share."""
+    issues = _export_issues(project)
+    if uses_processing(project):  # else names are unique and each has its own files: nothing can clash
+        names = [s.name for s in specs]
+        for name, atlas in sorted(project.config.atlases.items()):
+            if not atlas_members(atlas, names):
+                issues.append(project.issue(("atlases", name, "include"), "matches no asset; patterns are "
+                                            "globs over asset names, such as 'icons/*'"))
+        for key, image in project.config.images.items():
+            recipe = recipe_for(project, key)
+            transparent = (image.background or project.config.defaults.background) == "transparent"
+            problem = jpeg_problem(list(recipe.steps), recipe.variants, transparent)
+            if problem:
+                issues.append(project.issue(("images", key), problem, key=True))
+        issues += _clash_issues(project, specs)
+    if issues:
+        raise ConfigError(sorted(issues, key=lambda i: (i.line or 0, i.column or 0))[:20])
+
+
+def _export_issues(project: Project) -> list:
     export = project.config.output.export
-    if export:
-        out_dir = (project.root / project.config.output.dir).resolve()
-        target = (project.root / export).resolve()
-        if target == out_dir or out_dir in target.parents or target in out_dir.parents:
-            issues.append(project.issue(("output", "export"), f"{export!r} overlaps output.dir; export to a "
-                                        "folder outside the versioned asset directory"))
-    if not uses_processing(project):
-        if issues:
-            raise ConfigError(issues)
-        return  # names are unique and each has its own files: nothing can clash
-    names = [s.name for s in specs]
-    for name, atlas in sorted(project.config.atlases.items()):
-        if not atlas_members(atlas, names):
-            issues.append(project.issue(("atlases", name, "include"), "matches no asset; patterns are globs "
-                                        "over asset names, such as 'icons/*'"))
-    owner: dict[str, str] = {}
-    for key, image in project.config.images.items():
-        recipe = recipe_for(project, key)
-        transparent = (image.background or project.config.defaults.background) == "transparent"
-        problem = jpeg_problem(list(recipe.steps), recipe.variants, transparent)
-        if problem:
-            issues.append(project.issue(("images", key), problem, key=True))
+    if not export:
+        return []
+    out_dir = (project.root / project.config.output.dir).resolve()
+    target = (project.root / export).resolve()
+    if target == out_dir or out_dir in target.parents or target in out_dir.parents:
+        return [project.issue(("output", "export"), f"{export!r} overlaps output.dir; export to a folder "
+                              "outside the versioned asset directory")]
+    return []
+
+
+def _clash_issues(project: Project, specs: list) -> list:
+    """Two assets whose delivered files or variants would land on one path."""
     suffixes: dict[str, tuple[str, list[str]]] = {}  # per image key: delivered extension, variant suffixes
     for key in project.config.images:
         recipe = recipe_for(project, key)
@@ -116,14 +125,14 @@ def check_outputs(project: Project, specs: list) -> None:
         widths = recipe.variants.widths if recipe.variants else []
         formats = recipe.variant_formats(_FORMAT_OF_EXT.get(ext, ext))
         suffixes[key] = (ext, [f"-{w}.{EXTENSIONS[f]}" for f in formats for w in widths])
+    owner: dict[str, str] = {}
+    issues = []
     for spec in specs:
         ext, tails = suffixes[spec.template]
         stems = [spec.name] if spec.n == 1 else [f"{spec.name}-{i}" for i in range(1, spec.n + 1)]
-        for stem in stems:
-            for path in [f"{stem}.{ext}", *(stem + t for t in tails)]:
-                other = owner.setdefault(path, spec.name)
-                if other != spec.name:
-                    message = f"{path!r} would be written by both {other!r} and {spec.name!r}; rename one of them"
-                    issues.append(project.issue(("images", spec.template), message, key=True))
-    if issues:
-        raise ConfigError(sorted(issues, key=lambda i: (i.line or 0, i.column or 0))[:20])
+        for path in (p for stem in stems for p in [f"{stem}.{ext}", *(stem + t for t in tails)]):
+            other = owner.setdefault(path, spec.name)
+            if other != spec.name:
+                message = f"{path!r} would be written by both {other!r} and {spec.name!r}; rename one of them"
+                issues.append(project.issue(("images", spec.template), message, key=True))
+    return issues
