@@ -196,3 +196,31 @@ def test_a_post_edit_reprocesses_only_its_assets_with_no_api_request(tmp_path, m
     third = run()
     assert third.requests == 0 and not [n for n in third.notes if n.startswith("post:")]
     assert proj.lock()["assets"] == lock1["assets"]
+
+
+def test_an_atlas_edit_repacks_only_the_atlas(project):
+    config = """\
+        version: 1
+        defaults: {{size: "1:1", quality: low, post: [chroma_key, trim, {{resize: {{width: 64, height: 64}}}}]}}
+        images:
+          "s/{{{{ i }}}}": {{matrix: {{i: [0, 1, 2]}}, prompt: "sprite {{{{ i }}}}"}}
+        atlases:
+          sheet: {{include: ["s/*"], padding: {padding}, exports: [texturepacker, phaser3, godot]}}
+        """
+    project.config(config.format(padding=2))
+    assert project.run("build", "--offline").exit_code == 0
+    before = project.lock()
+    project.config(config.format(padding=8))
+    plan = project.run("plan", "--offline", "--json").json["summary"]
+    assert plan["post"] == {"assets": [], "files": 0, "atlases": ["sheet"], "credits": 0.0} and plan["credits"] == 0
+    res = project.run("build", "--offline")
+    assert res.exit_code == 0 and "post: processed 4 file(s), 0 credits" in res.stdout   # a page and 3 exports
+    after = project.lock()
+    assert after["assets"] == before["assets"] and after["atlases"]["sheet"]["config"]["padding"] == 8
+    frames = _check_frames(project.root / "assets" / "current", "sheet")
+    rects = sorted((r["x"], r["y"]) for _, r in frames.values())
+    assert all(b[0] - a[0] >= 64 + 8 or b[1] != a[1] for a, b in zip(rects, rects[1:]))
+    project.config(config.format(padding=8).split("atlases:")[0])
+    assert "atlas sheet repacked" in project.run("plan", "--offline").stdout        # removing it is a change too
+    assert project.run("build", "--offline").exit_code == 0
+    assert "atlases" not in project.lock() and not (project.root / "assets" / "current" / "atlases").exists()
