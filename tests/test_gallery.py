@@ -111,7 +111,7 @@ def test_gallery_pages_thumbnails_and_states(project):
 def test_gallery_answers_only_on_loopback_and_actions_need_the_token(project):
     state = _review_project(project)
     app = create_app(state, token=TOKEN)
-    assert Client(app, host="evil.example").get("/").status_code == 403
+    assert Client(app, host="evil.example").get("/").status_code == 421
     client = Client(app)
     lock = (project.root / "starbuild.lock").read_text()
     assert client.post("/api/pick", {"name": "hero", "take": 2}, token=None).status_code == 403

@@ -35,7 +35,12 @@ def review_options(proj, **opts):
     from starbuild.api.client import RetryPolicy
     from starbuild.engine.build import BuildOptions
 
-    env = {**os.environ, "STARMAGIC_API_KEY": KEY}
+    from starbuild.emulator.config import DEFAULT_FILES_URL, DEFAULT_PUBLIC_URL
+
+    # In-process, as api_build does: the file service on its own host, https for the key rules.
+    env = {**os.environ, "STARMAGIC_API_KEY": KEY,
+           "STARMAGIC_BASE_URL": DEFAULT_PUBLIC_URL.replace("http://", "https://", 1),
+           "STARMAGIC_FILES_URL": DEFAULT_FILES_URL.replace("http://", "https://", 1)}
     return BuildOptions(env=env, poll_base=0.01, poll_cap=0.05,
                         retry=RetryPolicy(attempts=8, base=0.01, cap=0.05, max_advised=0.05), **opts)
 

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import click
 
 from starbuild import __version__
+
+# Set by cli/fastpath.py while it records a command for the plan cache; plan and build say here
+# whether their answer may be replayed.
+PLAN_CACHE_HOOK: dict | None = None
 
 
 class Context:
@@ -34,9 +39,18 @@ class Context:
     def load(self, tier: str | None = None):
         """The project, with every config problem (schema and resolution) reported at once."""
         from starbuild.config.resolve import load_and_resolve
+        from starbuild.plan.nogc import paused_gc
 
-        project, self.specs = load_and_resolve(self.config_path, tier)
+        with paused_gc():
+            project, self.specs = load_and_resolve(self.config_path, tier)
+        show_warnings(project)
         return project
+
+
+def show_warnings(project) -> None:
+    """The config's located warnings on stderr (an exclude that matches nothing, ...)."""
+    for issue in project.warnings:
+        click.echo(f"warning: {issue}", err=True)
 
 
 def fail(exc) -> None:
@@ -54,15 +68,70 @@ def run_safely(fn):
     def wrapper(*args, **kwargs):
         from starbuild.errors import StarbuildError
 
+        terminated = _sigterm_as_ctrl_c()
         try:
             return fn(*args, **kwargs)
         except StarbuildError as exc:
             fail(exc)
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
+            click.echo("terminated (SIGTERM)" if terminated else "interrupted", err=True)
+            sys.exit(143 if terminated else 130)
 
     return wrapper
+
+
+class _Flag:
+    def __init__(self) -> None:
+        self.value = False
+
+    def __bool__(self) -> bool:
+        return self.value
+
+
+GRACE_SECONDS = 10.0
+
+
+def _exit_later(seconds: float) -> None:
+    """A build told to stop that is still running after ``seconds`` exits anyway: everything it
+    journaled is as safe as after a SIGKILL, and CI will not wait forever."""
+    import threading
+
+    def watchdog() -> None:
+        time.sleep(seconds)
+        sys.stderr.write(f"did not stop within {seconds:g} s of SIGTERM; exiting now\n")
+        sys.stderr.flush()
+        os._exit(143)
+
+    threading.Thread(target=watchdog, name="sigterm-watchdog", daemon=True).start()
+
+
+def _sigterm_as_ctrl_c() -> _Flag:
+    """SIGTERM (what CI sends on cancel) goes the way of Ctrl-C: tasks in flight stay journaled,
+    holds and locks are released, and the next build resumes (engine/interrupt.py). The flag
+    tells which one came."""
+    import signal
+    import threading
+
+    flag = _Flag()
+    if threading.current_thread() is not threading.main_thread():
+        return flag
+
+    def on_term(signum, frame) -> None:
+        if flag.value:
+            return
+        flag.value = True
+        click.echo("stopping (SIGTERM); tasks in flight stay journaled for the next build", err=True)
+        _exit_later(GRACE_SECONDS)
+        from starbuild.engine.interrupt import stop_running_build
+
+        if not stop_running_build():  # no build running yet (or any more): interrupt right here
+            raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, on_term)
+    except (ValueError, OSError):
+        pass
+    return flag
 
 
 def _late_global(ctx: click.Context, param: click.Parameter, value):
@@ -122,7 +191,9 @@ class LazyGroup(click.Group):
             "pick": ("starbuild.cli.review", "pick", "Publish take TAKE of an asset and record the pick."),
             "reroll": ("starbuild.cli.review", "reroll", "Make one more candidate of the named assets."),
             "accept": ("starbuild.cli.review", "accept", "Keep the current image of a changed asset."),
-            "promote": ("starbuild.cli.review", "promote", "Rebuild the picked image at a higher tier.")}
+            "promote": ("starbuild.cli.review", "promote", "Rebuild the picked image at a higher tier."),
+            "check-api": ("starbuild.cli.check_api", "check_api_command",
+                          "Check a server against the API's documented behaviour.")}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])
@@ -160,6 +231,15 @@ def main(ctx: click.Context, directory: str | None, file: str | None, verbose: i
 
 
 main.command_class = GlobalCommand
+
+
+def _check_credits(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A budget is a finite number of credits, 0 or more (nan, inf or -1 would disable it)."""
+    import math
+
+    if value is not None and (not math.isfinite(value) or value < 0):
+        raise click.BadParameter(f"{value} is not a budget; give a finite number of credits, 0 or more")
+    return value
 pass_ctx = click.make_pass_decorator(Context)
 
 
@@ -196,23 +276,30 @@ def validate(ctx: Context) -> None:
     from starbuild.config.resolve import load_and_resolve
 
     project, specs = load_and_resolve(ctx.config_path)
+    show_warnings(project)
     specs = order_by_dependencies(project, specs)
+    from starbuild.post.plan import check_outputs
+
+    check_outputs(project, specs)
     if not ctx.quiet:
         click.echo(f"{project.display}: ok ({len(specs)} assets)")
 
 
 @main.command()
+@click.argument("names", nargs=-1, metavar="[NAME_OR_GLOB]...")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.option("--offline", is_flag=True, help="Plan as an --offline build would (placeholders).")
 @click.option("--tier", metavar="NAME", help="Plan every image at this tier (a name under tiers:).")
 @pass_ctx
 @run_safely
-def plan(ctx: Context, as_json: bool, offline: bool, tier: str | None) -> None:
-    """List every asset as new / changed / unchanged / removed, why, and the estimated credits."""
+def plan(ctx: Context, names, as_json: bool, offline: bool, tier: str | None) -> None:
+    """List every asset (or the named ones) as new / changed / unchanged / removed, why, and the credits."""
     from starbuild.engine.build import plan_project
     from starbuild.cli.report import dump_json, render_plan
 
-    the_plan = plan_project(ctx.load(tier), placeholder=offline, specs=ctx.specs)
+    project = ctx.load(tier)
+    the_plan = plan_project(project, placeholder=offline, specs=ctx.specs, select=names)
+    _plan_cache_note(project, ctx.specs, True)
     if as_json:
         dump_json(the_plan.to_json())
     else:
@@ -223,7 +310,8 @@ def plan(ctx: Context, as_json: bool, offline: bool, tier: str | None) -> None:
 @click.argument("names", nargs=-1)
 @click.option("--offline", is_flag=True, help="Use the built-in emulator: placeholder images, no key needed.")
 @click.option("--dry-run", is_flag=True, help="Only show the plan (same as `starbuild plan`).")
-@click.option("--max-credits", type=float, help="Refuse a build whose estimate is higher.")
+@click.option("--max-credits", type=float, callback=_check_credits,
+              help="Refuse a build whose estimate is higher; stop submitting before reserving more.")
 @click.option("--concurrency", type=click.IntRange(1, 256), help="Tasks in flight at most.")
 @click.option("--frozen", is_flag=True, help="Never call the API; fail (exit 3) if anything is stale.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report on stdout.")
@@ -258,8 +346,15 @@ def build(ctx: Context, names, offline, dry_run, max_credits, concurrency, froze
 
 def finish_build(ctx: Context, project, as_json: bool, run) -> None:
     """Run a build under the progress display, render its report and exit with its code."""
-    with _progress(ctx, as_json) as progress:
-        report = run(progress)
+    started = time.time()
+    try:
+        with _progress(ctx, as_json) as progress:
+            report = run(progress)
+    except KeyboardInterrupt:
+        _say_interrupted(project, started)
+        raise  # run_safely picks the exit code: 130 for Ctrl-C, 143 for SIGTERM
+    _plan_cache_note(project, ctx.specs, report.version is None and report.requests == 0 and not report.adopted
+                     and all(r.outcome.value == "cached" for r in report.results))
     if as_json:
         from starbuild.cli.report import dump_json
 
@@ -270,6 +365,24 @@ def finish_build(ctx: Context, project, as_json: bool, run) -> None:
 
         render_summary(report, where=asset_dir(project).root)
     sys.exit(int(report.exit_code))
+
+
+def _say_interrupted(project, started: float) -> None:
+    from starbuild.engine.build import cache_dir
+    from starbuild.engine.known import interrupt_note, kept_after_interrupt
+
+    for line in interrupt_note(kept_after_interrupt(cache_dir(project), started)):
+        click.echo(line, err=True)
+
+
+def _plan_cache_note(project, specs, unchanged: bool) -> None:
+    """Tell the plan cache whether this answer may be replayed (not when an input lies in the output folder)."""
+    if PLAN_CACHE_HOOK is None:
+        return
+    out = project.config.output.dir
+    inside = any(r.kind == "file" and (r.ref == out or r.ref.startswith(out.rstrip("/") + "/"))
+                 for s in specs or () for r in s.inputs + ((s.mask,) if s.mask else ()))
+    PLAN_CACHE_HOOK.update(output=out, cacheable=unchanged and not inside)
 
 
 def _progress(ctx: Context, as_json: bool):
@@ -304,7 +417,7 @@ def ls_command(ctx: Context, as_json: bool) -> None:
         return
     for a in data["assets"]:
         origin = "placeholder" if a["placeholder"] else (a["task_id"] or "")
-        for f in a["files"]:
+        for f in a.get("outputs") or a["files"]:  # what the version holds: the delivered files when processed
             click.echo(f"{f['path']}  {f['width']}x{f['height']}  {f['bytes']:>9} B  {f['sha256'][:12]}  "
                        f"{a['model']}  {origin}  {a['created']}")
     click.echo(f"{len(data['assets'])} assets in v{data['asset_version']:04d}" if data["asset_version"]
@@ -312,13 +425,19 @@ def ls_command(ctx: Context, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @pass_ctx
 @run_safely
-def versions(ctx: Context) -> None:
+def versions(ctx: Context, as_json: bool) -> None:
     """List the asset versions."""
     from starbuild.store.inventory import list_versions
 
     rows = list_versions(ctx.load())
+    if as_json:
+        from starbuild.cli.report import dump_json
+
+        dump_json({"versions": rows, "current": next((v["version"] for v in rows if v["current"]), None)})
+        return
     for v in rows:
         mark = "*" if v["current"] else " "
         click.echo(f"{mark} v{v['version']:04d}  {v['created'] or '?':20}  {v['assets']} assets")
@@ -326,12 +445,22 @@ def versions(ctx: Context) -> None:
         click.echo("no versions yet")
 
 
+def _version_number(ctx, param, value: str) -> int:
+    """``3``, ``v3`` or ``v0003`` (the form ``versions`` prints)."""
+    import re
+
+    match = re.fullmatch(r"[vV]?(\d+)", value.strip())
+    if not match:
+        raise click.BadParameter(f"{value!r} is not a version; write it as versions prints it (v0003) or 3")
+    return int(match.group(1))
+
+
 @main.command()
-@click.argument("version", type=int)
+@click.argument("version", callback=_version_number, metavar="VERSION")
 @pass_ctx
 @run_safely
 def rollback(ctx: Context, version: int) -> None:
-    """Make version N current again and restore its lockfile, with no API call."""
+    """Make VERSION (3 or v0003) current again and restore its lockfile, with no API call."""
     from starbuild.store.inventory import rollback as do_rollback
 
     do_rollback(ctx.load(), version)
@@ -339,14 +468,23 @@ def rollback(ctx: Context, version: int) -> None:
 
 
 @main.command()
+@click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
 @pass_ctx
 @run_safely
-def gc(ctx: Context) -> None:
+def gc(ctx: Context, dry_run: bool) -> None:
     """Drop pruned versions' leftovers and cache objects nothing references."""
     from starbuild.store.inventory import collect_garbage
 
-    removed, freed = collect_garbage(ctx.load())
-    click.echo(f"removed {removed} unreferenced objects ({freed / 2**20:.1f} MB)")
+    garbage = collect_garbage(ctx.load(), dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    if dry_run:
+        for sha, size in garbage.objects:
+            click.echo(f"{verb} object {sha} ({size} bytes)")
+        for name in garbage.records:
+            click.echo(f"{verb} journal record of {name}")
+    kept = (f"; kept {garbage.kept_unpublished} paid image(s) no version has published yet"
+            if garbage.kept_unpublished else "")
+    click.echo(f"{verb} {len(garbage.objects)} unreferenced objects ({garbage.freed / 2**20:.1f} MB){kept}")
 
 
 @main.command()
@@ -355,7 +493,7 @@ def gc(ctx: Context) -> None:
               help="Also serve the preview gallery on 127.0.0.1 (default port 8700).")
 @click.option("--yes", is_flag=True, help="Do not ask before a large paid rebuild (watch.confirm_over).")
 @click.option("--concurrency", type=click.IntRange(1, 256), help="Tasks in flight at most.")
-@click.option("--max-credits", type=float, help="Refuse a rebuild whose estimate is higher.")
+@click.option("--max-credits", type=float, callback=_check_credits, help="Refuse a rebuild whose estimate is higher.")
 @click.option("--tier", metavar="NAME", help="Build at this tier (default: draft, when a draft tier exists).")
 @pass_ctx
 @run_safely
@@ -368,9 +506,9 @@ def watch(ctx: Context, offline: bool, serve_port: int | None, yes: bool, concur
     _setup_logging(ctx)
     options = BuildOptions(offline=offline, concurrency=concurrency, max_credits=max_credits, tier=tier)
     state = GalleryState(options=options)
-    if serve_port is not None:
+    if serve_port is not None:  # a busy port fails here, before anything is announced or built
         server = serve_gallery(state, serve_port, in_thread=True)
-        click.echo(f"gallery: http://127.0.0.1:{serve_port}/", err=True)
+        click.echo(f"gallery: http://127.0.0.1:{server.port}/", err=True)
     watcher = Watcher(ctx.config_path, options, yes=yes, say=lambda line: click.echo(line, err=True),
                       confirm=terminal_confirm, state=state, emit=None if ctx.quiet else _plain_progress())
     try:
@@ -397,11 +535,12 @@ def _plain_progress():
 def serve(ctx: Context, port: int, offline: bool, tier: str | None) -> None:
     """Serve the review gallery of the current assets (no watching)."""
     from starbuild.engine.build import BuildOptions
-    from starbuild.ui.gallery import GalleryState, serve_gallery
+    from starbuild.ui.gallery import GalleryState, bind_gallery, serve_gallery
 
     state = GalleryState(ctx.load(tier), options=BuildOptions(offline=offline, tier=tier), tier=tier)
-    click.echo(f"gallery: http://127.0.0.1:{port}/ (Ctrl-C to stop)", err=True)
-    serve_gallery(state, port)
+    sock = bind_gallery(port)
+    click.echo(f"gallery: http://127.0.0.1:{sock.getsockname()[1]}/ (Ctrl-C to stop)", err=True)
+    serve_gallery(state, port, sock=sock)
 
 
 @main.command()

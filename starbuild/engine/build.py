@@ -5,7 +5,8 @@ Reads top to bottom as the list of steps; each step is a named function below.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -14,17 +15,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from starbuild.config.project import Project
-from starbuild.errors import BudgetError, ConfigError, FrozenError, MissingKeyError
+from starbuild.errors import BudgetError, ConfigError, FrozenError, MissingKeyError, UsageError
 from starbuild.store.lockfile import LOCK_NAME, Lock, read_lock, write_lock
 from starbuild.engine.outcome import AssetResult, BuildReport, Outcome
 from starbuild.plan.planner import Plan, PlannedAsset, Status, make_plan
 from starbuild.engine.project_lock import project_lock
+from starbuild.engine.publishing import check_output, corrupt_assets
+from starbuild.models import learnable_credits
+from starbuild.plan.nogc import paused_gc
 from starbuild.store.objects import AssetDir, ObjectStore
 
 if TYPE_CHECKING:  # the runner and its HTTP stack load only when there is something to send
     from starbuild.engine.runner import Emit
 
 OFFLINE_BASE_URL = "http://starmagic.emulator"
+OFFLINE_FILES_URL = "http://files.starmagic.emulator"  # the emulator's file service, a host of its own
 
 
 @dataclass
@@ -71,13 +76,20 @@ def asset_dir(project: Project) -> AssetDir:
 def plan_project(project: Project, *, placeholder: bool = False, force=(), select=(), env=None,
                  specs=None, tier: str | None = None) -> Plan:
     """The plan for a project against its own lockfile and what is on disk."""
-    lock = read_lock(project.root / LOCK_NAME)
+    from starbuild.engine.known import cached_specs
+
     if specs is None and tier is not None:
         from starbuild.config.resolve import resolve_specs
 
         specs = resolve_specs(project, tier)
-    have = _have_files(ObjectStore(cache_dir(project, env)), asset_dir(project))
-    return make_plan(project, lock, placeholder=placeholder, force=force, select=select, have=have, specs=specs)
+    with paused_gc():
+        lock = read_lock(project.root / LOCK_NAME)
+        cache = cache_dir(project, env)
+        store = ObjectStore(cache)
+        have = _have_files(store, asset_dir(project))
+        with cached_specs(cache, store) as cached:
+            return make_plan(project, lock, placeholder=placeholder, force=force, select=select, have=have,
+                             specs=specs, cached=cached)
 
 
 def _have_files(store: ObjectStore, assets: AssetDir) -> Callable[[dict], bool]:
@@ -86,7 +98,12 @@ def _have_files(store: ObjectStore, assets: AssetDir) -> Callable[[dict], bool]:
     stored = store.listing()  # one directory read per prefix instead of a stat per file
 
     def have(entry: dict) -> bool:
-        for f in entry.get("files") or []:
+        # A processed asset publishes its outputs, not its source: the folder's file of the source's
+        # path is another image, so only the delivered outputs there stand in for a missing source.
+        records = entry.get("files") or []
+        if "outputs" in entry and not all(f.get("sha256") in stored for f in records):
+            records = entry["outputs"] or records
+        for f in records:
             if not (f.get("sha256") in stored or (base is not None and (base / f.get("path", "")).is_file())):
                 return False
         return True
@@ -98,12 +115,22 @@ def build(project: Project, options: BuildOptions | None = None, **kwargs: Any) 
     """Synchronous wrapper of abuild."""
     out: list[BuildReport] = []
 
+    from starbuild.engine.interrupt import stop_requested, stoppable
+
     async def main() -> None:
         # The report stays out of the coroutine's return value: asyncio.run formats the main task
         # (and so its result) when it restores the Ctrl-C handler, which costs seconds for a big one.
-        out.append(await abuild(project, options, **kwargs))
+        with stoppable():
+            out.append(await abuild(project, options, **kwargs))
 
-    asyncio.run(main())
+    import asyncio  # here, not at the top: `plan` imports this module and needs no event loop
+
+    try:
+        asyncio.run(main())
+    except asyncio.CancelledError:
+        if stop_requested():  # SIGTERM: the same ending as Ctrl-C
+            raise KeyboardInterrupt from None
+        raise
     return out[0]
 
 
@@ -113,39 +140,49 @@ async def abuild(project: Project, options: BuildOptions | None = None, *, trans
     options = options or BuildOptions()
     started = time.monotonic()
     cache = cache_dir(project, options.env)
-    with project_lock(cache, wait=options.wait):
+    limit = _max_credits(project, options)
+    with project_lock(project.root, cache, wait=options.wait):
         lock = read_lock(project.root / LOCK_NAME)
         store, assets = ObjectStore(cache), asset_dir(project)
+        check_output(project, assets)  # before anything is paid for
         # Under the lock no other build of this cache is running: any temp file is a dead run's.
         store.clean_temp()
         assets.clean_partial()
+        from starbuild.engine.journal import Journal
+        from starbuild.engine.known import journal_lookup
+        from starbuild.review.jobs import ReviewRequest, ReviewRun
+
         specs = options.specs
         if options.tier is not None and (specs is None or any(s.tier != options.tier for s in specs)):
             from starbuild.config.resolve import resolve_specs
 
             specs = resolve_specs(project, options.tier)
-        plan = make_plan(project, lock, placeholder=options.offline, force=options.force,
-                         select=options.select, have=_have_files(store, assets), specs=specs)
-        from starbuild.engine.journal import Journal
-        from starbuild.review.jobs import ReviewRequest, ReviewRun
-
-        review = ReviewRun(plan, lock, options.review or ReviewRequest(root=project.root))
         journal = Journal(cache / "journal")
         try:
+            with paused_gc():
+                plan = make_plan(project, lock, placeholder=options.offline, force=options.force,
+                                 select=options.select, have=_have_files(store, assets), specs=specs,
+                                 cached=journal_lookup(journal, store))
+            review = ReviewRun(plan, lock, options.review or ReviewRequest(root=project.root))
             todo = review.jobs(plan.to_build())
             if emit:
-                emit("plan", "", {"total": len(todo)})
+                emit("plan", "", {"total": len(todo), "offline": options.offline})
             _refuse_frozen(options, todo)
             if options.frozen:
                 review.refuse_frozen()
-            _refuse_budget(project, options, todo, journal)
-            report = await _run(project, options, todo, journal, store, transport, emulator, emit)
+            _refuse_budget(limit, todo, journal, store)
+            report = await _run(project, options, todo, journal, store, transport, emulator, emit, lock)
+            report.offline = options.offline
+            report.results = review.fold(report.results)
+            order = {a.name: i for i, a in enumerate(plan.assets)}
+            report.results = sorted(report.results + _unbuilt(plan, report), key=lambda r: order.get(r.name, 0))
+            report.version = publish(project, lock, plan, report.results, store, assets, report.notes,
+                                     finish=review.finish)
+            if report.version is not None:
+                _mark_published(journal, project, report)
         finally:
             journal.close()
-        report.results = review.fold(report.results)
-        order = {a.name: i for i, a in enumerate(plan.assets)}
-        report.results = sorted(report.results + _unbuilt(plan, report), key=lambda r: order.get(r.name, 0))
-        report.version = publish(project, lock, plan, report.results, store, assets, finish=review.finish)
+        _export(project, assets, report)
     report.elapsed = time.monotonic() - started
     return report
 
@@ -158,15 +195,33 @@ def _refuse_frozen(options: BuildOptions, todo: list[PlannedAsset]) -> None:
 
 
 def _max_credits(project: Project, options: BuildOptions) -> float | None:
-    return options.max_credits if options.max_credits is not None else project.config.provider.max_credits
+    """The budget: --max-credits, else provider.max_credits; a finite number >= 0 or None."""
+    if options.max_credits is not None:
+        if not math.isfinite(options.max_credits) or options.max_credits < 0:
+            raise UsageError(f"--max-credits {options.max_credits}: must be a finite number of credits, 0 or more")
+        return float(options.max_credits)
+    limit = project.config.provider.max_credits
+    if limit is not None and not math.isfinite(limit):
+        raise ConfigError(project.issue(("provider", "max_credits"), f"{limit} is not a finite number of credits"))
+    return limit
 
 
-def _refuse_budget(project: Project, options: BuildOptions, todo: list[PlannedAsset], journal) -> None:
-    limit = _max_credits(project, options)
+def _refuse_budget(limit: float | None, todo: list[PlannedAsset], journal, store: ObjectStore) -> None:
     if limit is None:
         return
-    # Tasks already journaled cost nothing more; only fresh submissions count.
-    fresh = [a for a in todo if not (a.spec_hash and journal.get(a.spec_hash))]
+    # Tasks already journaled as submitted cost nothing more, nor do stored results that will be
+    # reused (not forced); every other spec counts once, however many assets share it.
+    fresh, seen = [], set()
+    for a in todo:
+        if a.spec_hash is not None and a.spec_hash in seen:
+            continue
+        seen.add(a.spec_hash)
+        rec = journal.get(a.spec_hash) if a.spec_hash else None
+        state = rec.get("state") if rec else None
+        if state == "submitted" or (state == "stored" and not a.forced and
+                                    all(store.has(f.get("sha256", "")) for f in rec.get("files") or [])):
+            continue
+        fresh.append(a)
     estimate = round(sum(a.credits for a in fresh), 4)
     if estimate > limit + 1e-9:
         raise BudgetError(f"the build would reserve about {estimate:g} credits for {len(fresh)} image task(s), "
@@ -182,7 +237,7 @@ def _api_key(project: Project, options: BuildOptions) -> str:
     return key
 
 
-async def _run(project, options, todo, journal, store, transport, emulator, emit) -> BuildReport:
+async def _run(project, options, todo, journal, store, transport, emulator, emit, lock) -> BuildReport:
     provider = project.config.provider
     # Paid tasks of earlier runs that are no longer planned are still fetched (never with --frozen,
     # which makes no request at all).
@@ -191,36 +246,57 @@ async def _run(project, options, todo, journal, store, transport, emulator, emit
         (h, rec) for h, rec in journal.inflight() if rec.get("state") == "submitted" and h not in planned]
     if not todo and not orphans:
         return BuildReport(results=[])
+    import asyncio
+
     from starbuild.api.client import StarMagicClient
+    from starbuild.engine.prices import PriceBook
     from starbuild.engine.runner import RunOptions, Runner
+    from starbuild.plan.planner import learned_prices
 
     if options.offline:
         if transport is None:
             from starbuild.api.client import in_process_transport
             from starbuild.emulator import Emulator, EmulatorConfig
 
-            emulator = emulator or Emulator(EmulatorConfig(public_url=OFFLINE_BASE_URL, fresh_samples=True))
+            emulator = emulator or Emulator(EmulatorConfig(public_url=OFFLINE_BASE_URL,
+                                                           files_url=OFFLINE_FILES_URL, fresh_samples=True))
             transport = in_process_transport(emulator)
-        base_url = files_url = OFFLINE_BASE_URL
+        base_url, files_url = OFFLINE_BASE_URL, OFFLINE_FILES_URL
         key = "offline"
     else:
+        from starbuild.config.urls import api_urls
+
         key = _api_key(project, options)
-        base_url = options.env.get("STARMAGIC_BASE_URL") or provider.base_url
-        files_url = options.env.get("STARMAGIC_FILES_URL") or provider.files_url
+        base_url, files_url = api_urls(provider.base_url, provider.files_url, options.env)
+        from starbuild.engine.preflight import check_sendable
+
+        check_sendable(project, options.env, key)  # what cannot be sent is refused before paying
     run_opts = RunOptions(
-        concurrency=options.concurrency or provider.concurrency, rate_per_second=provider.submissions_per_second(),
+        # Placeholders are free and local: an offline build does not wait for rate_limit.
+        concurrency=options.concurrency or provider.concurrency,
+        rate_per_second=None if options.offline else provider.submissions_per_second(),
         max_credits=_max_credits(project, options), task_timeout=provider.task_timeout,
         retry_failed=options.retry_failed, fail_fast=options.fail_fast, placeholder=options.offline,
         retry_unknown=options.retry_unknown, poll_base=options.poll_base, poll_cap=options.poll_cap)
-    async with StarMagicClient(base_url, key, files_url=files_url, transport=transport, retry=options.retry) as client:
+    # No single request may outlast the time a whole task is given.
+    deadlines = dict(deadline=min(60.0, provider.task_timeout), download_deadline=min(300.0, provider.task_timeout))
+    async with contextlib.AsyncExitStack() as stack:
+        if provider.callback is not None and not options.offline:  # SPEC.md §11
+            from starbuild.api.callbacks import CallbackHub
+
+            run_opts.callbacks = await stack.enter_async_context(CallbackHub(provider.callback))
+        client = await stack.enter_async_context(
+            StarMagicClient(base_url, key, files_url=files_url, transport=transport, retry=options.retry,
+                            **deadlines))
         runner = Runner(client, journal, store, project.root, run_opts, emit or (lambda *a: None))
+        runner.prices = PriceBook(learned_prices(lock))
         if options.uploads is not None:
             runner.uploads = options.uploads
         adopted = [asyncio.create_task(runner.adopt(h, rec)) for h, rec in orphans]
         results = await runner.run(todo)
         kept = sum(await asyncio.gather(*adopted))
         return BuildReport(results=results, credits_reserved=runner.budget.reserved, requests=client.requests,
-                           adopted=kept)
+                           adopted=kept, stopped=runner.stop_reason(results))
 
 
 def _unbuilt(plan: Plan, report: BuildReport) -> list[AssetResult]:
@@ -249,8 +325,11 @@ def _now() -> str:
 
 
 def _entry(result: AssetResult, placeholder: bool, take: int) -> dict[str, Any]:
+    # ``credits`` is what the API reserved for the task that made the image (what prices are
+    # learned from): null when it never said, never 0 for a cache hit, never NaN.
     entry = {"spec_hash": result.spec_hash, "request": result.request, "task_id": result.task_id,
-             "files": result.files, "credits": result.credits, "placeholder": placeholder, "created": _now()}
+             "files": result.files, "credits": learnable_credits(result.paid), "placeholder": placeholder,
+             "created": _now()}
     if take:
         entry["take"] = take
     return entry
@@ -274,34 +353,95 @@ def next_lock(plan: Plan, lock: Lock, results: list[AssetResult]) -> dict[str, d
     return assets
 
 
+def _fail_processing(results: list[AssetResult], failures: dict[str, str]) -> None:
+    """An asset (or atlas) whose processing failed is a failed result, whatever its generation did."""
+    by_name = {r.name: r for r in results}
+    for name, reason in failures.items():
+        if name in by_name:
+            by_name[name].outcome, by_name[name].reason, by_name[name].error = Outcome.FAILED, reason, reason
+        else:
+            results.append(AssetResult(name, Outcome.FAILED, reason, error=reason))
+
+
 def publish(project: Project, lock: Lock, plan: Plan, results: list[AssetResult], store: ObjectStore,
-            assets: AssetDir, finish: Callable[[dict], dict] | None = None) -> int | None:
+            assets: AssetDir, notes: list[str] | None = None,
+            finish: Callable[[dict], dict] | None = None) -> int | None:
     """Write a new version and the lockfile when anything changed; the version number, or None."""
     new_assets = next_lock(plan, lock, results)
     if finish is not None:
         new_assets = finish(new_assets)
     current = assets.current()
-    if new_assets == lock.assets and (current == lock.asset_version or not new_assets):
+    if new_assets == lock.assets and not plan.post and (current == lock.asset_version or not new_assets):
         return None
-    return write_version(project, lock, new_assets, store, assets)
+    return write_version(project, lock, new_assets, store, assets, plan=plan, results=results, notes=notes)
 
 
 def write_version(project: Project, lock: Lock, new_assets: dict[str, dict], store: ObjectStore,
-                  assets: AssetDir) -> int:
-    """Publish ``new_assets`` as the next version and write the lockfile; the version number."""
+                  assets: AssetDir, *, plan: Plan | None = None, results: list[AssetResult] | None = None,
+                  notes: list[str] | None = None) -> int | None:
+    """Publish ``new_assets`` (processed by their post steps) as the next version and write the
+    lockfile; the version number, or None when nothing changed. Without a plan (a pick, an accept)
+    the post steps come from the config."""
+    from starbuild.post.deliver import deliver, deliver_version
+
     current = assets.current()
     base = assets.version_path(current) if current else None
-    files: list[tuple[str, Path]] = []
-    for entry in new_assets.values():
-        for f in entry.get("files") or []:
-            src = store.path(f["sha256"])
-            if not src.is_file() and base is not None and (base / f["path"]).is_file():
-                src = base / f["path"]
-            if src.is_file():
-                files.append((f["path"], src))
+    corrupt = corrupt_assets(new_assets, store, base)
+    for name in corrupt:  # never published: the next build makes it again
+        if notes is not None:
+            notes.append(f"{name}: its stored image no longer matches its sha256 (edited or damaged on disk); "
+                         "it is left out of this version and the next build makes it again")
+        if not (lock.assets.get(name) or {}).get("outputs"):
+            del new_assets[name]  # (with processed files, processing finds no source and keeps them)
+    if plan is not None:
+        delivery = deliver_version(project, plan, lock, new_assets, store, base)
+    else:
+        delivery = deliver(project, new_assets, _templates(project), store, store.root.parent, base, lock.atlases,
+                           previous=lock.assets)
+    _fail_processing(results if results is not None else [], delivery.failures)
+    new_assets = delivery.entries
+    if delivery.processed and notes is not None:
+        notes.append(f"post: processed {delivery.processed} file(s), 0 credits")
+    if new_assets == lock.assets and delivery.atlases == lock.atlases and (
+            current == lock.asset_version or not new_assets):
+        return None
     number = max([lock.asset_version, *assets.versions()], default=0) + 1
     manifest = {"asset_version": number, "created": _now(), "assets": new_assets}
-    assets.publish(number, files, manifest)
-    write_lock(project.root / LOCK_NAME, Lock(asset_version=number, assets=new_assets))
+    if delivery.atlases:
+        manifest["atlases"] = delivery.atlases
+    images = delivery.images_file(number)
+    try:
+        assets.publish(number, delivery.files + [images], manifest)
+    finally:
+        images[1].unlink(missing_ok=True)
+    write_lock(project.root / LOCK_NAME, Lock(asset_version=number, assets=new_assets, atlases=delivery.atlases))
     assets.prune(project.config.output.keep)
     return number
+
+
+def _templates(project: Project) -> dict[str, str]:
+    """Each asset's image template, for the post steps of a version written outside a build."""
+    from starbuild.config.resolve import resolve_specs
+
+    return {spec.name: spec.template for spec in resolve_specs(project)}
+
+
+def _export(project: Project, assets: AssetDir, report: BuildReport) -> None:
+    """Mirror the current version into output.export (a plain folder for engines), if set."""
+    if not project.config.output.export:
+        return
+    from starbuild.store.export import export_current
+
+    exported = export_current(project.root, project.config.output.export, assets)
+    if exported and exported.skipped:
+        report.notes.append(f"export skipped {len(exported.skipped)} file(s) behind symlinks: "
+                            + ", ".join(exported.skipped[:5]))
+
+
+def _mark_published(journal, project: Project, report: BuildReport) -> None:
+    from starbuild.errors import StoreError
+
+    try:
+        journal.mark_published({r.spec_hash for r in report.results if r.spec_hash and r.outcome.ok})
+    except StoreError as exc:  # gc then keeps these images a while longer: safe
+        report.notes.append(str(exc))

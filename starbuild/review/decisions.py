@@ -30,7 +30,7 @@ _SHA = re.compile(r"^[0-9a-f]{64}$")
 
 def pick(project: Project, name: str, take: int) -> dict[str, Any]:
     """Publish candidate ``take`` of an asset and record the pick; no API call. Returns the pick."""
-    with project_lock(cache_dir(project)):
+    with project_lock(project.root, cache_dir(project)):
         lock = read_lock(project.root / LOCK_NAME)
         entry = lock.assets.get(name)
         if entry is None:
@@ -81,7 +81,7 @@ class Acceptance:
 def accept(project: Project, patterns: list[str], *, force: bool = False, specs=None,
            tier: str | None = None) -> list[Acceptance]:
     """Keep the current image of each changed asset named, for its new spec; all or nothing."""
-    with project_lock(cache_dir(project)):
+    with project_lock(project.root, cache_dir(project)):
         plan = plan_project(project, select=patterns, specs=specs, tier=tier)
         lock = read_lock(project.root / LOCK_NAME)
         done, refusals = [], []

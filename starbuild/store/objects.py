@@ -7,7 +7,6 @@ fsynced, renamed to ``vNNNN`` and only then made ``current`` by an atomic symlin
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -15,12 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from starbuild.errors import StoreError
+from starbuild.errors import ConfigError, Issue, StoreError
+from starbuild.store.lockcheck import check_assets, is_sha256, parse_json, rel_path_problem
 from starbuild.store.lockfile import atomic_write, dump_json
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
 CURRENT = "current"
 MANIFEST = "manifest.json"
+POINTER_PREFIX = "starbuild-current: "
 
 
 class ObjectStore:
@@ -30,10 +31,23 @@ class ObjectStore:
         self.root = root / "objects"
 
     def path(self, sha: str) -> Path:
+        # A hash from a lockfile, manifest or journal names a file here: never a path elsewhere.
+        if not is_sha256(sha):
+            raise StoreError(f"{sha!r} is not a sha256; the lockfile or cache may have been edited")
         return self.root / sha[:2] / sha
 
     def has(self, sha: str) -> bool:
         return self.path(sha).is_file()
+
+    def verify(self, sha: str) -> bool:
+        """The object is there and its bytes still hash to its name; a corrupt one is removed (a miss)."""
+        path = self.path(sha)
+        if not path.is_file():
+            return False
+        if file_sha256(path) == sha:
+            return True
+        self.remove(sha)
+        return False
 
     def add(self, tmp: Path, sha: str) -> Path:
         """Move a verified temp file into the store (a file already there wins)."""
@@ -61,7 +75,7 @@ class ObjectStore:
         for sub in subs:
             if len(sub) == 2:
                 try:
-                    out.update(os.listdir(self.root / sub))
+                    out.update(n for n in os.listdir(self.root / sub) if is_sha256(n))
                 except OSError:
                     pass
         return out
@@ -114,21 +128,39 @@ class AssetDir:
         return self.root / f"v{n:04d}"
 
     def current(self) -> int | None:
+        """The current version: the target of the ``current`` symlink, or of a pointer file."""
         link = self.root / CURRENT
         try:
             target = os.readlink(link)
         except OSError:
-            return None
+            target = _read_pointer(link)
+            if target is None:
+                return None
         m = VERSION_RE.match(Path(target).name)
         return int(m.group(1)) if m else None
 
+    def current_path(self) -> Path | None:
+        """The current version's folder, whether ``current`` is a symlink or a pointer file."""
+        number = self.current()
+        return self.version_path(number) if number is not None else None
+
     def manifest(self, n: int) -> dict[str, Any]:
+        """A version's manifest ({} when it has none); a malformed one is a located ConfigError."""
+        from starbuild.safefile import read_text
+
+        path = self.version_path(n) / MANIFEST
+        shown = f"{self.root.name}/{path.parent.name}/{MANIFEST}"
         try:
-            return json.loads((self.version_path(n) / MANIFEST).read_text())
+            text = read_text(path, 512 * 2**20)
         except (OSError, ValueError):
             return {}
+        data = parse_json(text, shown, "the manifest")
+        if not isinstance(data, dict):
+            raise ConfigError(Issue(shown, 1, 1, "", "the manifest is not a mapping"))
+        check_assets(data, text, shown, f"restore {shown} or delete version v{n:04d}")
+        return data
 
-    def publish(self, number: int, files: list[tuple[str, Path]], manifest: dict[str, Any]) -> Path:
+    def publish(self, number: int, files: list[tuple[str, Path | str]], manifest: dict[str, Any]) -> Path:
         """Write version ``number`` from (relative path, source file) pairs, then make it current."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.clean_partial()
@@ -136,10 +168,19 @@ class AssetDir:
         if final.exists():
             raise StoreError(f"{final} already exists; another run may have published it")
         tmp = self.root / f".{final.name}.tmp-{os.getpid()}"
+        for rel, _ in files:
+            problem = rel_path_problem(rel)
+            if problem:
+                raise StoreError(f"cannot publish {problem}")
         try:
-            for rel, src in files:
-                dest = tmp / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
+            made: set[str] = set()
+            top = str(tmp)
+            for rel, src in files:  # plain strings: pathlib costs more than the link itself
+                dest = f"{top}/{rel}"
+                parent = os.path.dirname(dest)
+                if parent not in made:
+                    os.makedirs(parent, exist_ok=True)
+                    made.add(parent)
                 _link_or_copy(src, dest)
             atomic_write(tmp / MANIFEST, dump_json(manifest))
             os.rename(tmp, final)
@@ -149,17 +190,31 @@ class AssetDir:
         self.set_current(number)
         return final
 
+    def check_current(self) -> None:
+        """Refuse a ``current`` that is not the symlink starbuild keeps (a copy that followed links)."""
+        link = self.root / CURRENT
+        if (link.exists() or link.is_symlink()) and not link.is_symlink() and _read_pointer(link) is None:
+            raise StoreError(f"{link} is a real folder or file, not the `current` symlink starbuild keeps "
+                             "(was the asset folder copied without its symlinks?); remove it and build again")
+
     def set_current(self, number: int) -> None:
+        self.check_current()
         link = self.root / CURRENT
         tmp = self.root / f".{CURRENT}.tmp-{os.getpid()}"
         tmp.unlink(missing_ok=True)
-        os.symlink(f"v{number:04d}", tmp)
+        try:
+            os.symlink(f"v{number:04d}", tmp)
+        except (OSError, NotImplementedError):
+            # No symlinks here (Windows without developer mode, some network shares): a small text
+            # file naming the version, which current() and every command read the same way.
+            atomic_write(tmp, f"{POINTER_PREFIX}v{number:04d}\n".encode())
         os.replace(tmp, link)
 
     def clean_partial(self) -> None:
-        """Remove temp folders and links left by killed runs."""
+        """Remove temp folders and links left by killed runs; refuse a broken ``current`` early."""
         if not self.root.is_dir():
             return
+        self.check_current()
         for p in self.root.iterdir():
             if p.name.startswith(".v") and ".tmp-" in p.name:
                 shutil.rmtree(p, ignore_errors=True)
@@ -176,8 +231,32 @@ class AssetDir:
         return doomed
 
 
-def _link_or_copy(src: Path, dest: Path) -> None:
+def _read_pointer(path: Path) -> str | None:
+    """The version a ``current`` pointer file names, or None."""
     try:
-        os.link(src, dest)
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > 256:
+            return None
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text[len(POINTER_PREFIX):] if text.startswith(POINTER_PREFIX) else None
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    """A copy, never a hard link: an in-place edit of a published file must not reach the store or
+    other versions (shutil.copyfile lets the kernel copy the bytes)."""
+    shutil.copyfile(src, dest)
+
+
+def file_sha256(path: Path) -> str | None:
+    """The sha256 of a file's bytes, or None when it cannot be read."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
     except OSError:
-        shutil.copy2(src, dest)
+        return None
+    return digest.hexdigest()

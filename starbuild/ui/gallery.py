@@ -18,9 +18,9 @@ from typing import Any
 from starbuild.config.project import Project
 from starbuild.review.entries import referenced_shas
 from starbuild.store.lockfile import LOCK_NAME, read_lock
+from starbuild.text import printable
 
 THUMB = 320
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -94,8 +94,17 @@ class GalleryState:
 def _templates():
     from jinja2 import Environment, PackageLoader, select_autoescape
 
-    return Environment(loader=PackageLoader("starbuild.ui", "templates"),
+    return Environment(loader=PackageLoader("starbuild.ui", "templates"), finalize=_shown,
                        autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
+
+
+def _shown(value: Any) -> Any:
+    """Every value a page shows: server text and file names with their control characters escaped."""
+    from markupsafe import Markup
+
+    if not isinstance(value, str) or isinstance(value, Markup):
+        return value
+    return printable(value.replace("\r\n", " ").replace("\n", " ").replace("\t", " "))
 
 
 class Gallery:
@@ -123,8 +132,14 @@ class Gallery:
         if self.state.project is None:
             return self._render("index.html", title="starbuild", groups=[], count=0, version=0, project="",
                                 filters=FILTERS)
-        project, assets, _ = self._dirs()
-        view = ReviewView(project, self.state, assets)
+        from starbuild.errors import StarbuildError
+
+        try:
+            project, assets, _ = self._dirs()
+            view = ReviewView(project, self.state, assets)
+        except StarbuildError as exc:  # a malformed lockfile: say so on the page, located
+            return self._render("index.html", title="starbuild gallery", groups=[], count=0, version=0,
+                                project="", filters=FILTERS, page_error=str(exc))
         groups = view.groups()
         return self._render("index.html", title="starbuild gallery", groups=groups, filters=FILTERS,
                             count=sum(len(g.cards) for g in groups), version=view.version or 0,
@@ -135,9 +150,30 @@ class Gallery:
 
         if self.state.project is None:
             return None
-        project, assets, _ = self._dirs()
-        page = ReviewView(project, self.state, assets).asset(name)
+        from starbuild.errors import StarbuildError
+
+        try:
+            project, assets, _ = self._dirs()
+            for v in assets.versions():  # a damaged manifest is named before anything else
+                assets.manifest(v)
+            page = ReviewView(project, self.state, assets).asset(name)
+        except StarbuildError as exc:  # a malformed lockfile or manifest: say so on the page
+            return self._render("index.html", title=f"{name} · starbuild", groups=[], count=0, version=0,
+                                project="", filters=(), page_error=str(exc))
         return self._render("asset.html", title=f"{name} · starbuild", a=page) if page else None
+
+    def source_path(self, sha: str) -> Path | None:
+        """A generated source image from the object store, when the lockfile names it."""
+        from starbuild.store.objects import ObjectStore
+
+        project, _, cache = self._dirs()
+        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            return None
+        lock = read_lock(project.root / LOCK_NAME)
+        if not any(f.get("sha256") == sha for e in lock.assets.values() for f in e.get("files") or []):
+            return None
+        path = ObjectStore(cache).path(sha)
+        return path if path.is_file() else None
 
     def file_path(self, version: int, rel: str) -> Path | None:
         """A file of a version, refusing paths that leave the version folder."""
@@ -195,18 +231,76 @@ def create_app(state: GalleryState, cache: Path | None = None, token: str | None
     """The gallery's ASGI app; ``token`` (random by default) must come with every POST."""
     from starbuild.ui.gallery_routes import routes
 
-    return routes(Gallery(state, cache, token or secrets.token_urlsafe(24)))
+    return LoopbackOnly(routes(Gallery(state, cache, token or secrets.token_urlsafe(24))))
 
 
-def serve_gallery(state: GalleryState, port: int = 8700, *, in_thread: bool = False):
-    """Serve the gallery on 127.0.0.1; in a daemon thread (returns the server) or blocking."""
+class LoopbackOnly:
+    """ASGI middleware: answer only requests whose Host is a loopback name.
+
+    A web page elsewhere can make a browser send requests here through a DNS name that resolves
+    to 127.0.0.1 (DNS rebinding); such requests carry that name as Host and are refused.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and not _loopback_host(scope):
+            from starlette.responses import PlainTextResponse
+
+            response = PlainTextResponse("this gallery answers only to localhost, 127.0.0.1 and [::1]\n",
+                                         status_code=421)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _loopback_host(scope) -> bool:
+    from urllib.parse import urlsplit
+
+    from starbuild.config.urls import is_loopback_host
+
+    host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), "")
+    try:
+        name = urlsplit(f"//{host}").hostname
+    except ValueError:
+        return False
+    return is_loopback_host(name)
+
+
+def bind_gallery(port: int):
+    """The gallery's listening socket on 127.0.0.1, bound now so that a busy port is a clear error."""
+    import socket
+
+    from starbuild.errors import UsageError
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"cannot serve the gallery on 127.0.0.1 port {port}: {exc.strerror or exc}; "
+                         "choose another port (0 picks a free one)") from None
+    return sock
+
+
+def serve_gallery(state: GalleryState, port: int = 8700, *, in_thread: bool = False, sock=None):
+    """Serve the gallery on 127.0.0.1; in a daemon thread (returns the server) or blocking.
+
+    A busy port raises UsageError before anything is announced or served.
+    """
     import uvicorn
 
-    config = uvicorn.Config(create_app(state), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    sock = sock or bind_gallery(port)
+    config = uvicorn.Config(create_app(state), log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
+    server.port = sock.getsockname()[1]  # the port actually bound (port 0 picks one)
     if not in_thread:
-        server.run()
+        try:
+            server.run(sockets=[sock])
+        finally:
+            sock.close()
         return server
-    thread = threading.Thread(target=server.run, daemon=True, name="starbuild-gallery")
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="starbuild-gallery")
     thread.start()
     return server

@@ -1,7 +1,8 @@
 """The gallery's HTTP routes: pages, images, live state, and the review actions.
 
-Every request must name a loopback host (no DNS rebinding); actions must also come from a loopback
-client with the session's token, and run the same library functions as the commands.
+Every request must name a loopback host (no DNS rebinding: gallery.LoopbackOnly wraps the app);
+actions must also come from a loopback client with the session's token, and run the same library
+functions as the commands.
 """
 
 from __future__ import annotations
@@ -12,26 +13,11 @@ from typing import Any
 LOOPBACK_CLIENTS = {"127.0.0.1", "::1", "localhost"}
 
 
-def _host_ok(request) -> bool:
-    from starbuild.ui.gallery import LOOPBACK_HOSTS
-
-    host = request.headers.get("host", "")
-    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    return name in LOOPBACK_HOSTS
-
-
 class _Handlers:
     """The endpoints of one Gallery."""
 
     def __init__(self, gallery):
         self.gallery, self.state = gallery, gallery.state
-
-    async def loopback_only(self, request, call_next):
-        from starlette.responses import PlainTextResponse
-
-        if not _host_ok(request):
-            return PlainTextResponse("the gallery answers on 127.0.0.1 only", status_code=403)
-        return await call_next(request)
 
     async def index(self, request):
         from starlette.concurrency import run_in_threadpool
@@ -53,6 +39,12 @@ class _Handlers:
         from starlette.concurrency import run_in_threadpool
 
         path = await run_in_threadpool(self.gallery.object_path, request.path_params["sha"])
+        return _file(path, media_type=_sniff(path) if path else None)
+
+    async def source(self, request):
+        from starlette.concurrency import run_in_threadpool
+
+        path = await run_in_threadpool(self.gallery.source_path, request.path_params["sha"])
         return _file(path, media_type=_sniff(path) if path else None)
 
     async def thumb(self, request):
@@ -92,16 +84,15 @@ class _Handlers:
 def routes(gallery):
     """A Starlette app over a Gallery."""
     from starlette.applications import Starlette
-    from starlette.middleware import Middleware
-    from starlette.middleware.base import BaseHTTPMiddleware
     from starlette.routing import Route
 
     h = _Handlers(gallery)
     return Starlette(routes=[
         Route("/", h.index), Route("/asset/{name:path}", h.asset), Route("/file/{version:int}/{path:path}", h.file),
         Route("/thumb/{version:int}/{path:path}", h.thumb), Route("/object/{sha}", h.obj),
+        Route("/source/{sha}", h.source),
         Route("/api/state", h.api_state), Route("/api/{action}", h.action, methods=["POST"]),
-    ], middleware=[Middleware(BaseHTTPMiddleware, dispatch=h.loopback_only)])
+    ])
 
 
 def _file(path, **kwargs):

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TextIO
 
 from starbuild.engine.outcome import BuildReport
+from starbuild.text import printable
+from starbuild.ui.words import credits_text
 
 OUTCOMES = ("built", "cached", "pulled", "resumed", "failed", "skipped")
 WAIT_EVENTS = ("lease_wait", "waiting")
@@ -27,6 +29,7 @@ class PlainProgress:
     def __init__(self, out: TextIO | None = None, quiet: bool = False):
         self.out = out or sys.stderr
         self.quiet = quiet
+        self.offline = False
 
     def __enter__(self) -> "PlainProgress":
         return self
@@ -35,20 +38,21 @@ class PlainProgress:
         pass
 
     def __call__(self, kind: str, name: str, info: dict) -> None:
-        if self.quiet and kind != "failed":
-            return
-        if kind not in _LINE_EVENTS:
-            return
-        self.out.write(f"{kind:<9} {name}{_detail(kind, info)}\n")
+        if kind == "plan":
+            self.offline = bool(info.get("offline"))
+        if self.quiet or kind not in _LINE_EVENTS:
+            return  # a failure's reason is printed once, by the summary
+        # task ids and statuses come from a server
+        self.out.write(printable(f"{kind:<9} {name}{_detail(kind, info, self.offline)}") + "\n")
         self.out.flush()
 
 
-def _detail(kind: str, info: dict) -> str:
+def _detail(kind: str, info: dict, offline: bool = False) -> str:
+    est = f", about {info['estimated_time']:g} s" if info.get("estimated_time") else ""
+    if kind == "submitted" and offline:
+        return " (placeholder, free)"
     if kind == "submitted" and info.get("credits") is not None:
-        est = f", about {info['estimated_time']:g} s" if info.get("estimated_time") else ""
-        return f" ({info['credits']:g} credits reserved{est})"
-    if kind == "failed" and info.get("error"):
-        return f": {info['error']}"
+        return f" ({credits_text(info['credits'])} reserved{est})"
     if kind == "resume":
         return f" (task {info.get('task_id')})"
     if kind == "backoff":
@@ -112,8 +116,8 @@ class LiveProgress:
         self.done = 0
         self.total = 0
         self.estimates: list[float] = []
-        self.failures: list[str] = []
         self.live = None
+        self.offline = False
 
     def __enter__(self) -> "LiveProgress":
         from rich.live import Live
@@ -125,13 +129,12 @@ class LiveProgress:
     def __exit__(self, *exc) -> None:
         if self.live is not None:
             self.live.__exit__(*exc)
-        for line in self.failures:
-            self.console.print(line, markup=False, highlight=False)
 
     def __call__(self, kind: str, name: str, info: dict) -> None:
         now = self.clock()
         if kind == "plan":
             self.total = info.get("total", 0)
+            self.offline = bool(info.get("offline"))
         elif kind in ("submitted", "resume"):
             self._start(name, info, now)
         elif kind == "progress" and info.get("task_id") in self.names:
@@ -162,8 +165,6 @@ class LiveProgress:
         self.inflight.pop(name, None)
         self.waits.pop(name, None)
         self.done += 1
-        if kind == "failed":
-            self.failures.append(f"failed    {name}: {info.get('error')}")
 
     def eta(self, now: float) -> float | None:
         """Seconds left: the longest job in flight, plus the queued jobs at the observed estimate."""
@@ -184,7 +185,8 @@ class LiveProgress:
         eta = self.eta(now)
         self.progress.update(self.task, total=self.total or None, completed=self.done,
                              eta=f"ETA {eta:.0f}s" if eta is not None else "",
-                             credits=f"{self.credits:g} credits" if self.credits else "")
+                             credits="placeholders (free)" if self.offline else
+                             f"{credits_text(self.credits)} reserved" if self.credits else "")
         rows = [self._row(name, job, now) for name, job in list(self.inflight.items())[:self.MAX_ROWS]]
         rows += [self._wait_row(name, label, until, now) for name, (label, until) in list(self.waits.items())[:4]]
         if len(self.inflight) > self.MAX_ROWS:
@@ -199,14 +201,14 @@ class LiveProgress:
         mark = "" if job.progress else "~"
         left = job.remaining(now)
         tail = f", {left:.0f}s left" if left is not None else ""
-        return Text(f"  {name}  {job.status} {mark}{pct:.0f}%{tail} ({now - job.since:.0f}s)")
+        return Text(printable(f"  {name}  {job.status} {mark}{pct:.0f}%{tail} ({now - job.since:.0f}s)"))
 
     @staticmethod
     def _wait_row(name: str, label: str, until: float | None, now: float):
         from rich.text import Text
 
         left = f" {max(0.0, until - now):.0f}s" if until is not None else ""
-        return Text(f"  {name}  {label}{left}", style="yellow")
+        return Text(printable(f"  {name}  {label}{left}"), style="yellow")
 
 
 def render_summary(report: BuildReport, out: TextIO | None = None, where: Path | None = None) -> None:
@@ -217,15 +219,22 @@ def render_summary(report: BuildReport, out: TextIO | None = None, where: Path |
         _summary_table(report, out)
     for r in report.results:
         if r.outcome.value == "failed":
-            out.write(f"failed: {r.name}: {r.error}\n")
-        elif r.outcome.value == "skipped" and r.reason != "not selected":
-            out.write(f"skipped: {r.name}: {r.reason}\n")
+            out.write(printable(f"failed: {r.name}: {r.error}") + "\n")  # errors carry server text
+        elif r.outcome.value == "skipped" and r.reason != "not selected" and not (
+                report.stopped and r.error_code in ("budget", "refused")):  # those are named once, below
+            out.write(printable(f"skipped: {r.name}: {r.reason}") + "\n")
+    for note in report.notes:
+        out.write(f"note: {note}\n")
+    if report.stopped:
+        out.write(f"stopped: {report.stopped}\n")
+    if s["failed"]:
+        out.write(_retry_hint(report) + "\n")
     version = f"; published v{s['version']:04d}" if s["version"] else "; no new version"
     adopted = f"; kept {report.adopted} paid image(s) of an earlier run" if report.adopted else ""
     pulled = f", {s['pulled']} pulled" if s.get("pulled") else ""
+    cost = "placeholders (free)" if report.offline else f"{credits_text(s['credits'])} reserved"
     out.write(f"{s['built']} built, {s['resumed']} resumed, {s['cached']} cached{pulled}, {s['failed']} failed, "
-              f"{s['skipped']} skipped, {s['removed']} removed; {s['credits']:g} credits reserved"
-              f"{version}{adopted}\n")
+              f"{s['skipped']} skipped, {s['removed']} removed; {cost}{version}{adopted}\n")
     if where is not None:
         out.write(f"done in {_duration(report.elapsed)}; assets in {_shown(where / 'current')}\n")
 
@@ -247,6 +256,17 @@ def _shown(path: Path) -> str:
     return str(path) if rel.startswith("..") else rel
 
 
+def _retry_hint(report: BuildReport) -> str:
+    """One line after the failures: what the next build does, and that --retry-failed exists."""
+    from starbuild.api.wire import RETRYABLE_FAILURES
+
+    worth = sum(1 for r in report.results if r.outcome.value == "failed" and r.error_code in RETRYABLE_FAILURES)
+    hint = ("hint: the next `starbuild build` tries the failed assets again (the rest are kept); "
+            "`starbuild build --retry-failed N` also resubmits, within one build, tasks that failed with a "
+            "code worth retrying (each resubmission may cost again)")
+    return hint + (f"; {worth} of these failed with such a code" if worth else "")
+
+
 def _summary_table(report: BuildReport, out: TextIO) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -256,7 +276,7 @@ def _summary_table(report: BuildReport, out: TextIO) -> None:
         table.add_column(col, justify="right" if col == "credits" else "left")
     shown = [r for r in report.results if r.outcome.value not in ("cached",)]
     for r in shown[:50]:
-        detail = r.error or (r.reason if r.outcome.value != "built" else "")
+        detail = printable(r.error or (r.reason if r.outcome.value != "built" else ""))
         table.add_row(r.name, r.outcome.value, f"{r.credits:g}" if r.credits else "", detail or "")
     if len(shown) > 50:
         table.add_row(f"... {len(shown) - 50} more", "", "", "")

@@ -93,7 +93,7 @@ class ReviewView:
 
     def card(self, name: str, planned=None, before=None) -> dict:
         entry = self.lock.assets.get(name) or {}
-        files = entry.get("files") or []
+        files = entry.get("outputs") or entry.get("files") or []  # the delivered file when processed
         cands = candidates(entry)
         spec = planned.spec if planned is not None else None
         takes = bool(spec.takes) if spec is not None else bool(entry.get("takes"))
@@ -163,10 +163,13 @@ class ReviewView:
         distinct: list[tuple[int, dict]] = []
         for v in sorted(self.assets.versions()):
             entry = (self.assets.manifest(v).get("assets") or {}).get(name)
-            if entry and (not distinct or distinct[-1][1].get("files") != entry.get("files")):
+            if entry and (not distinct or (distinct[-1][1].get("files"), distinct[-1][1].get("outputs")) !=
+                          (entry.get("files"), entry.get("outputs"))):
                 distinct.append((v, entry))
         return [{"version": v, "current": v == distinct[-1][0] and (self.version or 0) >= v,
-                 "files": [f["path"] for f in entry.get("files") or []], "created": entry.get("created", ""),
+                 "files": [f["path"] for f in entry.get("outputs") or entry.get("files") or []
+                           if f.get("role") != "variant"],
+                 "deliverables": deliverables(v, entry), "created": entry.get("created", ""),
                  "prompt": (entry.get("request") or {}).get("prompt", ""), "facts": facts(entry)}
                 for v, entry in reversed(distinct)]
 
@@ -179,6 +182,17 @@ class ReviewView:
             return {**v, "src": f"/file/{v['version']}/{quote(v['files'][0])}"}
 
         return view(versions[1]), view(versions[0])
+
+
+def deliverables(version: int, entry: dict) -> list[tuple[str, str]]:
+    """Below a processed asset's delivered file: its generated source and its variants, as (href, text)."""
+    if "outputs" not in entry:
+        return []
+    links = [(f"/source/{quote(str(f.get('sha256')))}", f"source {f.get('width')}x{f.get('height')}")
+             for f in entry.get("files") or [] if isinstance(f, dict)]
+    links += [(f"/file/{version}/{quote(f['path'])}", f"{f['path']} ({f.get('width')}w)")
+              for f in entry.get("outputs") or [] if isinstance(f, dict) and f.get("role") == "variant"]
+    return links
 
 
 def _short(value: Any) -> str:
