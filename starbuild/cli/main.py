@@ -118,7 +118,9 @@ class LazyGroup(click.Group):
     """A group whose rarely used commands are imported only when run (keeps --help fast)."""
 
     lazy = {"emulator": ("starbuild.emulator.command", "emulator_command",
-                         "Serve the StarMagic emulator over HTTP.")}
+                         "Serve the StarMagic emulator over HTTP."),
+            "spend": ("starbuild.cli.spend", "spend_command",
+                      "Credits reserved, images, cache hits and unknown outcomes, from the ledger.")}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])
@@ -198,20 +200,22 @@ def validate(ctx: Context) -> None:
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout (= --format json).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]),
+              help="text (default), json, or markdown: a pull-request comment with the cost review.")
 @click.option("--offline", is_flag=True, help="Plan as an --offline build would (placeholders).")
 @pass_ctx
 @run_safely
-def plan(ctx: Context, as_json: bool, offline: bool) -> None:
+def plan(ctx: Context, as_json: bool, fmt: str | None, offline: bool) -> None:
     """List every asset as new / changed / unchanged / removed, why, and the estimated credits."""
     from starbuild.engine.build import plan_project
-    from starbuild.cli.report import dump_json, render_plan
+    from starbuild.cli.spend import show_plan
 
-    the_plan = plan_project(ctx.load(), placeholder=offline, specs=ctx.specs)
-    if as_json:
-        dump_json(the_plan.to_json())
-    else:
-        render_plan(the_plan)
+    if as_json and fmt not in (None, "json"):
+        raise click.UsageError(f"--json and --format {fmt} disagree; give one of them")
+    project = ctx.load()
+    the_plan = plan_project(project, placeholder=offline, specs=ctx.specs)
+    show_plan(ctx, project, the_plan, "json" if as_json else fmt or "text", offline)
 
 
 @main.command()

@@ -62,6 +62,14 @@ class Watch(_Strict):
     confirm_credits: float = Field(50, ge=0, description="ask before one rebuild reserves more credits than this")
 
 
+class Cost(_Strict):
+    """Cost review of changes (``starbuild plan --format markdown``)."""
+
+    max_credits_per_pr: float | None = Field(
+        None, ge=0, allow_inf_nan=False,
+        description="refuse (exit 3) a plan whose images would reserve more credits than this")
+
+
 class FileAxis(_Strict):
     """A matrix axis read from a CSV (rows as mappings), JSON or YAML file."""
 
@@ -116,6 +124,7 @@ class Config(_Strict):
     provider: Provider = Provider()
     output: Output = Output()
     watch: Watch = Watch()
+    cost: Cost = Cost()
     defaults: ImageFields = ImageFields()
     vars: dict[str, Any] = Field(default_factory=dict, description="template variables visible to every template")
     images: dict[str, Image] = Field(min_length=1)
@@ -156,6 +165,7 @@ def _dotted(path: tuple) -> str:
 
 _ALLOWED_BY_MODEL = {
     (): Config, ("provider",): Provider, ("output",): Output, ("watch",): Watch, ("defaults",): ImageFields,
+    ("cost",): Cost,
 }
 
 

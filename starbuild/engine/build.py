@@ -200,9 +200,16 @@ async def _run(project, options, todo, journal, store, transport, emulator, emit
         runner = Runner(client, journal, store, project.root, run_opts, emit or (lambda *a: None))
         if options.uploads is not None:
             runner.uploads = options.uploads
-        adopted = [asyncio.create_task(runner.adopt(h, rec)) for h, rec in orphans]
-        results = await runner.run(todo)
-        kept = sum(await asyncio.gather(*adopted))
+        if not options.offline:  # placeholders cost nothing: only paid builds are on the ledger
+            from starbuild.spend.ledger import open_ledger
+
+            runner.ledger = open_ledger(cache_dir(project, options.env), project.root, options.env)
+        try:
+            adopted = [asyncio.create_task(runner.adopt(h, rec)) for h, rec in orphans]
+            results = await runner.run(todo)
+            kept = sum(await asyncio.gather(*adopted))
+        finally:
+            runner.ledger.close()
         return BuildReport(results=results, credits_reserved=runner.budget.reserved, requests=client.requests,
                            adopted=kept)
 

@@ -27,6 +27,7 @@ from starbuild.engine.journal import STORED, SUBMITTED, SUBMITTING, Journal
 from starbuild.engine.outcome import AssetResult, Outcome
 from starbuild.plan.planner import PlannedAsset
 from starbuild.plan.spec import GenerationSpec, InputRef
+from starbuild.spend.ledger import NullLedger
 from starbuild.store.objects import ObjectStore
 from starbuild.engine.verify import verify_image
 
@@ -218,6 +219,7 @@ class Runner:
     budget: Budget = field(init=False)
     uploads: UploadCache = field(default_factory=UploadCache)
     links: dict[str, str] = field(default_factory=dict)  # object sha -> fresh result link, never written
+    ledger: Any = field(default_factory=NullLedger)  # the credits ledger (spend/ledger.py)
     stopping: bool = False
 
     def __post_init__(self) -> None:
@@ -264,6 +266,7 @@ class Runner:
                                  error=f"internal error: {type(exc).__name__}: {exc}", **base)
         if result.outcome == Outcome.FAILED and self.options.fail_fast:
             self.stopping = True
+        self.ledger.asset_result(result, asset.credits)
         fut = done.get(asset.name)
         if fut is not None and not fut.done():
             fut.set_result(result)
@@ -355,6 +358,7 @@ class Runner:
             try:
                 body = spec.api_body(*await self._input_urls(spec))
                 self.emit("submit", asset.name, {})
+                ledger_id = self.ledger.reserve(asset.name, h, request, asset.credits)  # before the money moves
             except BaseException:
                 self.budget.release(asset.credits)
                 self.limit.release()
@@ -367,9 +371,11 @@ class Runner:
             except ApiError as exc:
                 if isinstance(exc, UnknownOutcomeError):
                     self.budget.settle(asset.credits, None)  # it may have been billed: count it
+                    self.ledger.unknown(ledger_id, exc.code or "answer_lost")
                 else:  # a definite refusal (400, 401, 402, 403 ...)
                     self.journal.forget(h)
                     self.budget.release(asset.credits)
+                    self.ledger.refused(ledger_id, exc.code)
                 self.limit.release()
                 raise
             except BaseException:
@@ -377,10 +383,12 @@ class Runner:
                 # outcome is unknown, so the "submitting" record stays and the next build says so.
                 self.budget.settle(asset.credits, None)
                 self.limit.release()
+                self.ledger.unknown(ledger_id, "interrupted")
                 raise
             else:
                 refused = None
             if refused is not None:
+                self.ledger.refused(ledger_id, refused.code or "not_sent")
                 self.journal.forget(h)
                 self.budget.release(asset.credits)
                 self.limit.release()
@@ -398,6 +406,7 @@ class Runner:
                 await asyncio.sleep(policy.delay(attempt - 1, refused.retry_after, self._rng))
                 continue
             self.journal.submitted(h, asset.name, request, task.id, task.credits_reserved)
+            self.ledger.settle(ledger_id, task.id, task.credits_reserved)
             self.budget.settle(asset.credits, task.credits_reserved)
             self.emit("submitted", asset.name, {"task_id": task.id, "credits": task.credits_reserved})
             self.limit.success()
@@ -410,6 +419,7 @@ class Runner:
         if hold is not None:
             hold.release()  # the server is done with it: the next submission may start while we download
         if task.status == "failed":
+            self.ledger.failed(name, h, request, task_id, credits, task.error_code)
             self.journal.forget(h)
             raise TaskFailedError(f"task {task_id} failed: {task.error_code}: {task.error_message or 'no message'}",
                                   code=task.error_code)

@@ -1,0 +1,226 @@
+"""The credits ledger: ``ledger.jsonl`` in the cache folder, one JSON event a line, append-only.
+
+Events, each with the run's id, git commit and branch, and the asset's spec_hash, model, size,
+quality and n:
+
+- ``reserve``    written (and fsync'd) before a submission is sent; ``credits_estimated``.
+- ``settle``     the API answered that submission: ``outcome`` ``accepted`` with the task id and the
+                 ``credits_reserved`` it reported, or ``refused`` (429, 5xx, 402 ...: nothing billed).
+- ``unknown``    the answer was lost or the run was stopped while it was on the wire: it may have
+                 been billed. A ``reserve`` that no later line of its run settles (the run was
+                 killed) counts as unknown too.
+- ``failed``     a paid task ended failed (its failure code in ``code``).
+- ``cache_hit``  a stale asset was served from a stored result instead of paid: ``credits_saved``.
+
+Lines are never rewritten. A line torn by a kill is skipped by readers, and the next writer ends
+it first so that its own event starts on a line of its own. No prompt, URL or key is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from starbuild.errors import StoreError
+
+log = logging.getLogger("starbuild")
+LEDGER_NAME = "ledger.jsonl"
+FIELDS = ("time", "event", "run", "attempt", "commit", "branch", "asset", "spec_hash", "model", "size",
+          "quality", "n", "task_id", "credits_estimated", "credits_reserved", "credits_saved", "outcome", "code")
+CACHE_OUTCOMES = ("cached", "pulled")  # asset outcomes that reuse a paid image instead of paying
+# Where CI services name the branch of a detached checkout (a pull request's merge commit).
+BRANCH_VARS = ("GITHUB_HEAD_REF", "GITHUB_REF_NAME", "CI_COMMIT_REF_NAME", "BUILDKITE_BRANCH", "BRANCH_NAME")
+
+
+def iso_time(seconds: float) -> str:
+    """UTC time with milliseconds, as every ledger line writes it."""
+    stamp = datetime.fromtimestamp(seconds, timezone.utc)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+
+
+def new_run_id(seconds: float) -> str:
+    """A sortable, unique id of one build: its UTC start time and a random suffix."""
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def git_context(root: Path, env: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """(commit, branch) of the project's checkout; (None, None) outside git or without git."""
+    commit = branch = None
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD", "--abbrev-ref", "HEAD"],
+                             capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        out = None
+    if out is not None and out.returncode == 0:
+        lines = out.stdout.split()
+        if len(lines) == 2:
+            commit, branch = lines[0], (None if lines[1] == "HEAD" else lines[1])
+    if branch is None:
+        branch = next((env[v] for v in BRANCH_VARS if env.get(v)), None)
+    return commit, branch
+
+
+def _request_fields(request: Mapping[str, Any] | None) -> dict[str, Any]:
+    req = request or {}
+    return {"model": req.get("model"), "size": req.get("size"), "quality": req.get("quality"),
+            "n": req.get("n", 1)}
+
+
+class Ledger:
+    """The writer of one build's events into one ledger file."""
+
+    def __init__(self, path: Path, root: Path | None = None, env: Mapping[str, str] | None = None,
+                 clock: Callable[[], float] = time.time):
+        self.path = Path(path)
+        self._root = root or Path.cwd()
+        self._env = os.environ if env is None else env
+        self._clock = clock
+        self.run = new_run_id(clock())
+        self._git: tuple[str | None, str | None] | None = None  # asked of git at the first event only
+        self._fd: int | None = None
+        self._seq = 0
+        self._open_attempts: dict[str, dict[str, Any]] = {}
+
+    # --- the events ---------------------------------------------------------------------------
+
+    def reserve(self, name: str, spec_hash: str | None, request: Mapping[str, Any] | None,
+                estimate: float) -> str:
+        """Before a submission is sent; the attempt id that its settle or unknown event names."""
+        self._seq += 1
+        attempt = f"{self.run}.{self._seq}"
+        base = {"asset": name, "spec_hash": spec_hash, **_request_fields(request), "credits_estimated": estimate}
+        self.append({"event": "reserve", "attempt": attempt, **base, "outcome": "pending"}, strict=True)
+        self._open_attempts[attempt] = base
+        return attempt
+
+    def settle(self, attempt: str, task_id: str | None, credits: float | None) -> None:
+        """The API accepted the submission and reserved ``credits`` (None when it did not say)."""
+        self._close(attempt, "settle", task_id=task_id, credits_reserved=credits, outcome="accepted")
+
+    def refused(self, attempt: str, code: str | None) -> None:
+        """The API refused the submission, or it never left the machine: nothing was billed."""
+        self._close(attempt, "settle", credits_reserved=0.0, outcome="refused", code=code)
+
+    def unknown(self, attempt: str, code: str | None) -> None:
+        """The submission was sent and its answer is lost: it may have been billed."""
+        self._close(attempt, "unknown", outcome="unknown", code=code)
+
+    def failed(self, name: str, spec_hash: str | None, request: Mapping[str, Any] | None, task_id: str,
+               credits: float | None, code: str | None) -> None:
+        """A paid task ended failed."""
+        self.append({"event": "failed", "asset": name, "spec_hash": spec_hash, **_request_fields(request),
+                     "task_id": task_id, "credits_reserved": credits, "outcome": "failed", "code": code})
+
+    def asset_result(self, result: Any, estimate: float) -> None:
+        """An asset's result: one served from a stored or shared result is a cache hit worth ``estimate``."""
+        outcome = getattr(result.outcome, "value", result.outcome)
+        if outcome not in CACHE_OUTCOMES:
+            return
+        self.append({"event": "cache_hit", "asset": result.name, "spec_hash": result.spec_hash,
+                     **_request_fields(result.request), "task_id": result.task_id,
+                     "credits_saved": estimate, "outcome": outcome})
+
+    def _close(self, attempt: str, event: str, **fields: Any) -> None:
+        base = self._open_attempts.pop(attempt, None)
+        if base is not None:
+            self.append({"event": event, "attempt": attempt, **base, **fields})
+
+    # --- the file -----------------------------------------------------------------------------
+
+    def append(self, record: Mapping[str, Any], *, strict: bool = False) -> None:
+        """Append one event line and fsync it.
+
+        A failure to write raises only when ``strict`` (a reservation: nothing is sent then); after
+        the money has moved it is logged, since the build must still journal and store what it paid.
+        """
+        try:
+            self._write(record)
+        except StoreError as exc:
+            if strict:
+                raise
+            log.warning("%s", exc)
+
+    def _write(self, record: Mapping[str, Any]) -> None:
+        if self._git is None:
+            self._git = git_context(self._root, self._env)
+        full = {k: None for k in FIELDS}
+        full.update(time=iso_time(self._clock()), run=self.run, commit=self._git[0], branch=self._git[1])
+        full.update(record)
+        data = (json.dumps(full, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        try:
+            fd = self._open()
+            while data:
+                data = data[os.write(fd, data):]
+            os.fsync(fd)
+        except OSError as exc:
+            raise StoreError(f"cannot write the credits ledger {self.path}: {exc.strerror or exc}") from None
+
+    def _open(self) -> int:
+        if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            if _ends_torn(self.path):
+                os.write(fd, b"\n")
+            self._fd = fd
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def open_ledger(cache: Path, root: Path, env: Mapping[str, str] | None = None) -> Ledger:
+    """The ledger of a project's cache folder, for one build."""
+    return Ledger(cache / LEDGER_NAME, root, env)
+
+
+class NullLedger:
+    """Records nothing: placeholder builds (nothing is paid) and runners without a ledger."""
+
+    run = None
+
+    def reserve(self, *args: Any, **kwargs: Any) -> str:
+        return ""
+
+    def settle(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    refused = unknown = failed = asset_result = settle
+
+    def close(self) -> None:
+        pass
+
+
+def _ends_torn(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        if fh.tell() == 0:
+            return False
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) != b"\n"
+
+
+def read_events(path: Path) -> Iterator[dict[str, Any]]:
+    """Every event of a ledger file in order; a torn or foreign line is skipped, a missing file is empty."""
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StoreError(f"cannot read the credits ledger {path}: {exc.strerror or exc}") from None
+    with fh:
+        for raw in fh:
+            try:
+                event = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and isinstance(event.get("event"), str):
+                yield event
