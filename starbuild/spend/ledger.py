@@ -3,7 +3,7 @@
 Events, each with the run's id, git commit and branch, and the asset's spec_hash, model, size,
 quality and n:
 
-- ``reserve``    written (and fsync'd) before a submission is sent; ``credits_estimated``.
+- ``reserve``    written before a submission is sent; ``credits_estimated``.
 - ``settle``     the API answered that submission: ``outcome`` ``accepted`` with the task id and the
                  ``credits_reserved`` it reported, or ``refused`` (429, 5xx, 402 ...: nothing billed).
 - ``unknown``    the answer was lost or the run was stopped while it was on the wire: it may have
@@ -12,7 +12,9 @@ quality and n:
 - ``failed``     a paid task ended failed (its failure code in ``code``).
 - ``cache_hit``  a stale asset was served from a stored result instead of paid: ``credits_saved``.
 
-Lines are never rewritten. A line torn by a kill is skipped by readers, and the next writer ends
+Each line is one write(2) of the whole line, made before the request it announces is sent, and
+fdatasync'd right after on a helper thread (the event loop never waits on the disk). Lines are
+never rewritten. A line torn by a kill is skipped by readers, and the next writer ends
 it first so that its own event starts on a line of its own. No prompt, URL or key is written.
 """
 
@@ -21,8 +23,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 import subprocess
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -67,6 +71,13 @@ def git_context(root: Path, env: Mapping[str, str]) -> tuple[str | None, str | N
     return commit, branch
 
 
+def _code(value: Any) -> str | None:
+    """A failure code as the ledger keeps it: a short word, whatever a server sent."""
+    if value is None:
+        return None
+    return re.sub(r"[^A-Za-z0-9_.:-]", "_", str(value))[:64]
+
+
 def _request_fields(request: Mapping[str, Any] | None) -> dict[str, Any]:
     req = request or {}
     return {"model": req.get("model"), "size": req.get("size"), "quality": req.get("quality"),
@@ -83,8 +94,10 @@ class Ledger:
         self._env = os.environ if env is None else env
         self._clock = clock
         self.run = new_run_id(clock())
-        self._git: tuple[str | None, str | None] | None = None  # asked of git at the first event only
+        # Asked of git once, now: not between a submission's turn under the rate limit and its sending.
+        self._git = git_context(self._root, self._env)
         self._fd: int | None = None
+        self._syncer: _Syncer
         self._seq = 0
         self._open_attempts: dict[str, dict[str, Any]] = {}
 
@@ -106,17 +119,17 @@ class Ledger:
 
     def refused(self, attempt: str, code: str | None) -> None:
         """The API refused the submission, or it never left the machine: nothing was billed."""
-        self._close(attempt, "settle", credits_reserved=0.0, outcome="refused", code=code)
+        self._close(attempt, "settle", credits_reserved=0.0, outcome="refused", code=_code(code))
 
     def unknown(self, attempt: str, code: str | None) -> None:
         """The submission was sent and its answer is lost: it may have been billed."""
-        self._close(attempt, "unknown", outcome="unknown", code=code)
+        self._close(attempt, "unknown", outcome="unknown", code=_code(code))
 
     def failed(self, name: str, spec_hash: str | None, request: Mapping[str, Any] | None, task_id: str,
                credits: float | None, code: str | None) -> None:
         """A paid task ended failed."""
         self.append({"event": "failed", "asset": name, "spec_hash": spec_hash, **_request_fields(request),
-                     "task_id": task_id, "credits_reserved": credits, "outcome": "failed", "code": code})
+                     "task_id": task_id, "credits_reserved": credits, "outcome": "failed", "code": _code(code)})
 
     def asset_result(self, result: Any, estimate: float) -> None:
         """An asset's result: one served from a stored or shared result is a cache hit worth ``estimate``."""
@@ -148,8 +161,6 @@ class Ledger:
             log.warning("%s", exc)
 
     def _write(self, record: Mapping[str, Any]) -> None:
-        if self._git is None:
-            self._git = git_context(self._root, self._env)
         full = {k: None for k in FIELDS}
         full.update(time=iso_time(self._clock()), run=self.run, commit=self._git[0], branch=self._git[1])
         full.update(record)
@@ -158,7 +169,7 @@ class Ledger:
             fd = self._open()
             while data:
                 data = data[os.write(fd, data):]
-            os.fsync(fd)
+            self._syncer.poke()
         except OSError as exc:
             raise StoreError(f"cannot write the credits ledger {self.path}: {exc.strerror or exc}") from None
 
@@ -168,13 +179,53 @@ class Ledger:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             if _ends_torn(self.path):
                 os.write(fd, b"\n")
-            self._fd = fd
+            self._fd, self._syncer = fd, _Syncer(fd, self.path)
         return self._fd
 
     def close(self) -> None:
+        """Wait for the last lines to reach the disk, then close the file."""
         if self._fd is not None:
+            self._syncer.close()
             os.close(self._fd)
             self._fd = None
+
+
+class _Syncer:
+    """fdatasyncs the ledger on a thread right after each write, so the build never waits on the disk.
+
+    One sync covers every line written before it. A line is on its way to the disk the moment its
+    write returns (a killed build keeps it); the sync makes it survive a power cut as well.
+    """
+
+    def __init__(self, fd: int, path: Path):
+        self._fd, self._path = fd, path
+        self._wanted = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="starbuild-ledger-sync", daemon=True)
+        self._thread.start()
+
+    def poke(self) -> None:
+        self._wanted.set()
+
+    def _loop(self) -> None:
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            if self._stopping:
+                return
+            self._sync()
+
+    def _sync(self) -> None:
+        try:
+            _sync(self._fd)
+        except OSError as exc:
+            log.warning("cannot sync the credits ledger %s: %s", self._path, exc.strerror or exc)
+
+    def close(self) -> None:
+        self._stopping = True
+        self._wanted.set()
+        self._thread.join()
+        self._sync()
 
 
 def open_ledger(cache: Path, root: Path, env: Mapping[str, str] | None = None) -> Ledger:
@@ -197,6 +248,10 @@ class NullLedger:
 
     def close(self) -> None:
         pass
+
+
+# The data and the file's size reach the disk; its times need not (cheaper than a full fsync).
+_sync = getattr(os, "fdatasync", os.fsync)
 
 
 def _ends_torn(path: Path) -> bool:

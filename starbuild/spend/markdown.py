@@ -100,9 +100,9 @@ def _budget_line(review: Review) -> str:
 
 def _footer(review: Review) -> str:
     unchanged = sum(1 for a in review.plan.assets if a.status == Status.UNCHANGED)
-    return (f"<sub>{unchanged} unchanged asset{'s' if unchanged != 1 else ''} not listed. Credits are estimates "
-            "from starbuild's price table, or what the API reserved for the same kind of image in "
-            "starbuild.lock.</sub>")
+    listed = f"{unchanged} unchanged asset{'s' if unchanged != 1 else ''} not listed. " if unchanged else ""
+    return (f"<sub>{listed}Credits are estimates from starbuild's price table, or what the API reserved "
+            "for the same kind of image in starbuild.lock.</sub>")
 
 
 def _num(value: float) -> str:

@@ -114,8 +114,8 @@ def cached_assets(project: Any, plan: Plan, env: Mapping[str, str] | None = None
     return out
 
 
-def review_plan(project: Any, plan: Plan, env: Mapping[str, str] | None = None) -> Review:
-    """The cost review of a project's plan."""
-    cost = getattr(project.config, "cost", None)
-    return Review(plan, cached_assets(project, plan, env), getattr(cost, "max_credits_per_pr", None),
-                  project_id(project.root))
+def review_plan(project: Any, plan: Plan, env: Mapping[str, str] | None = None, *, full: bool = True) -> Review:
+    """The cost review of a project's plan; without ``full``, the cache is read only for a budget."""
+    limit = getattr(getattr(project.config, "cost", None), "max_credits_per_pr", None)
+    cached = cached_assets(project, plan, env) if full or limit is not None else {}
+    return Review(plan, cached, limit, project_id(project.root))
