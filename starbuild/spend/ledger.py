@@ -30,7 +30,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from starbuild.errors import StoreError
 
@@ -272,10 +272,15 @@ def read_events(path: Path) -> Iterator[dict[str, Any]]:
     except OSError as exc:
         raise StoreError(f"cannot read the credits ledger {path}: {exc.strerror or exc}") from None
     with fh:
-        for raw in fh:
-            try:
-                event = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and isinstance(event.get("event"), str):
-                yield event
+        yield from parse_lines(fh)
+
+
+def parse_lines(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    """The events among ledger lines; a torn or foreign line is skipped."""
+    for raw in lines:
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and isinstance(event.get("event"), str):
+            yield event
