@@ -135,6 +135,11 @@ def _table(by: str, groups: list[dict[str, Any]]) -> list[str]:
     head = (by, "images", "credits", "cache hits", "saved", "unknown")
     rows = [(g["key"], str(g["images"]), f"{g['credits_reserved']:g}", str(g["cache_hits"]),
              f"{g['credits_saved']:g}", str(g["unknown"])) for g in groups]
+    if not rows:
+        return [f"(no events to group by {by})"]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
-    return [fmt(head).rstrip(), *(fmt(r).rstrip() for r in rows)] if rows else [f"(no events to group by {by})"]
+
+    def line(row: tuple[str, ...]) -> str:  # the key on the left, numbers on the right
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+
+    return [line(head), *(line(r) for r in rows)]
