@@ -129,6 +129,10 @@ def test_spend_json_totals_match_the_emulators_bill(mixed_build, project):
     assert sum(g["credits_reserved"] for g in groups.values()) == pytest.approx(spend["credits_reserved"])
     text = project.run("spend")
     assert "4 images" in text.stdout and "unknown outcomes: 1" in text.stdout and "floor" in text.stdout
+    table = project.run("spend", "--by", "asset").stdout.splitlines()
+    assert table[-5].split() == ["asset", "images", "credits", "cache", "hits", "saved", "unknown"]
+    assert [row.split()[0] for row in table[-4:]] == ["bad", "hit", "lost", "ok"]
+    assert table[-2].split()[1:] == ["0", "0", "0", "0", "1"]
     assert KEY not in (project.root.parent / ".cache" / LEDGER_NAME).read_text()
 
 
