@@ -216,3 +216,42 @@ def test_ledger_refused_submissions_settle_at_zero(project):
         ("reserve", "pending", None), ("settle", "refused", "insufficient_quota")]
     spend = summarize(events)
     assert spend["images"] == 0 and spend["credits_reserved"] == 0 and spend["unknown"] == 0
+
+
+def test_ledger_a_build_stopped_while_submitting_records_unknown_and_the_rerun_adds_nothing(project):
+    """Ctrl-C cancels a build after the API accepted a task but before its answer arrived."""
+    import asyncio
+    import os
+
+    from starbuild.config.resolve import load_and_resolve
+    from starbuild.engine.build import BuildOptions, abuild
+
+    em = Emulator(EmulatorConfig(render="plain"))
+
+    async def late_answers(scope, receive, send):
+        if scope.get("path") == "/v1/images/generations":
+            async def late_send(message):
+                await asyncio.sleep(30)
+                await send(message)
+            return await em(scope, receive, late_send)
+        return await em(scope, receive, send)
+
+    project.config(config("  a: {prompt: one}\n"))
+
+    async def stopped():
+        proj, specs = load_and_resolve(project.root / "starbuild.yaml")
+        build = asyncio.create_task(abuild(proj, BuildOptions(env={**os.environ, "STARMAGIC_API_KEY": KEY},
+                                                              specs=specs),
+                                           transport=httpx.ASGITransport(app=late_answers)))
+        while not em.ledger:
+            await asyncio.sleep(0.01)
+        build.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await build
+
+    asyncio.run(stopped())
+    assert [(e["event"], e["code"]) for e in ledger(project)] == [("reserve", None), ("unknown", "interrupted")]
+    again = api_build(project, em)  # refuses to pay again without --retry-unknown: no money moves, no event
+    assert again.exit_code == 1 and len(ledger(project)) == 2
+    spend = summarize(ledger(project))
+    assert spend["unknown"] == 1 and spend["credits_unknown"] == pytest.approx(em.ledger[0].credits)
