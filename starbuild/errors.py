@@ -12,6 +12,7 @@
     │   ├── TransientApiError      worth retrying: connection errors, timeouts, 429, 5xx
     │   │   └── RateLimitError     429; carries the advised delay when the server gave one
     │   ├── UnknownOutcomeError    a submission was sent but its answer was lost: it may be billed
+    │   ├── NotSentError           the request could not leave the machine (bad URL, bad key characters)
     │   ├── TaskFailedError        the API ran the task and reported it failed (with a failure code)
     │   ├── AuthError              401 / 403
     │   ├── QuotaError             402
@@ -124,6 +125,10 @@ class RateLimitError(TransientApiError):
 
 class UnknownOutcomeError(ApiError):
     """A submission reached the network but no answer came back; it may have been accepted and billed."""
+
+
+class NotSentError(ApiError):
+    """The request never left the machine (a URL or header that cannot be sent): nothing was billed."""
 
 
 class TaskFailedError(ApiError):

@@ -103,12 +103,12 @@ def test_key_never_written_printed_or_recorded(project, tmp_path):
         ledger_text = httpx.get(f"{url}/_emulator/ledger").text
     assert "POST" in first.stderr  # -v really logged the requests
     assert em.counters["upload"] >= 1 and len(em.ledger) == 6
-    # The same project against a server that refuses this key: a 401 for every asset.
+    # The same project against a server that refuses this key: a 401, and the build stops (exit 3).
     other = Emulator(EmulatorConfig(render="plain", api_key="sk-someone-else"))
     with serve_in_thread(other) as url:
         env.update(STARMAGIC_BASE_URL=url, STARMAGIC_FILES_URL=url)
         refused = _cli(project.root, env, "-v", "build", "--force", "*")
-    assert refused.returncode == 1 and "401" in refused.stdout + refused.stderr, refused.stderr
+    assert refused.returncode == 3 and "401" in refused.stdout + refused.stderr, refused.stderr
     outputs += [refused.stdout, refused.stderr]
 
     needles = [CANARY.encode(), base64.b64encode(CANARY.encode()), CANARY.encode("utf-16-le")]

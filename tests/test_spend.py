@@ -218,20 +218,26 @@ def test_ledger_refused_submissions_settle_at_zero(project):
     assert spend["images"] == 0 and spend["credits_reserved"] == 0 and spend["unknown"] == 0
 
 
-def test_ledger_a_build_stopped_while_submitting_records_unknown_and_the_rerun_adds_nothing(project):
+@pytest.mark.parametrize("answer_after, expected", [
+    (0.3, [("reserve", "pending"), ("settle", "accepted")]),   # the late answer comes while the build stops
+    (30.0, [("reserve", "pending"), ("unknown", "unknown")]),  # it never comes: the outcome is unknown
+])
+def test_ledger_a_build_stopped_while_submitting(project, monkeypatch, answer_after, expected):
     """Ctrl-C cancels a build after the API accepted a task but before its answer arrived."""
     import asyncio
     import os
 
     from starbuild.config.resolve import load_and_resolve
+    from starbuild.engine import runner
     from starbuild.engine.build import BuildOptions, abuild
 
+    monkeypatch.setattr(runner, "LATE_ANSWER_SECONDS", 1.0)
     em = Emulator(EmulatorConfig(render="plain"))
 
     async def late_answers(scope, receive, send):
         if scope.get("path") == "/v1/images/generations":
             async def late_send(message):
-                await asyncio.sleep(30)
+                await asyncio.sleep(answer_after)
                 await send(message)
             return await em(scope, receive, late_send)
         return await em(scope, receive, send)
@@ -250,8 +256,13 @@ def test_ledger_a_build_stopped_while_submitting_records_unknown_and_the_rerun_a
             await build
 
     asyncio.run(stopped())
-    assert [(e["event"], e["code"]) for e in ledger(project)] == [("reserve", None), ("unknown", "interrupted")]
-    again = api_build(project, em)  # refuses to pay again without --retry-unknown: no money moves, no event
-    assert again.exit_code == 1 and len(ledger(project)) == 2
+    assert [(e["event"], e["outcome"]) for e in ledger(project)] == expected
+    again = api_build(project, em)  # resumes the task, or refuses to pay again: no money moves, no event
+    assert len(ledger(project)) == 2 and len(em.ledger) == 1
     spend = summarize(ledger(project))
-    assert spend["unknown"] == 1 and spend["credits_unknown"] == pytest.approx(em.ledger[0].credits)
+    if expected[-1][0] == "unknown":
+        assert again.exit_code == 1 and ledger(project)[-1]["code"] == "interrupted"
+        assert spend["unknown"] == 1 and spend["credits_unknown"] == pytest.approx(em.ledger[0].credits)
+    else:
+        assert again.exit_code == 0 and again.results[0].outcome == Outcome.RESUMED
+        assert spend["unknown"] == 0 and spend["credits_reserved"] == pytest.approx(em.ledger[0].credits)

@@ -23,8 +23,8 @@ import httpx
 from starbuild.api.pool import network_transport
 from starbuild.api.wire import Task, parse_error, parse_task
 from starbuild.errors import (
-    ApiError, AuthError, BadRequestError, NotFoundError, QuotaError, RateLimitError, TransientApiError,
-    UnknownOutcomeError,
+    ApiError, AuthError, BadRequestError, NotFoundError, NotSentError, QuotaError, RateLimitError,
+    TransientApiError, UnknownOutcomeError,
 )
 
 log = logging.getLogger("starbuild.http")
@@ -128,6 +128,9 @@ class StarMagicClient:
         ``once``: a single attempt whose errors go to the caller, and a lost answer (the request
         may have been received) is UnknownOutcomeError, for requests that must not be repeated blind.
         """
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise NotSentError(f"{url!r} is not an http(s) URL with a host; the request was not sent")
         headers = self._auth() if auth else {}
         err: ApiError | None = None
         attempts = 1 if once else self.retry.attempts
@@ -135,6 +138,10 @@ class StarMagicClient:
             self.requests += 1
             try:
                 resp = await self.http.request(method, url, headers=headers, **kwargs)
+            except (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL, UnicodeError) as exc:
+                # Refused by the HTTP stack before a byte was sent: nothing can have been billed.
+                raise NotSentError(f"the request to {urlsplit(url).netloc or url!r} could not be sent: "
+                                   f"{type(exc).__name__}") from None
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 err = TransientApiError(f"cannot reach {urlsplit(url).netloc}: {exc or type(exc).__name__}")
             except (httpx.TransportError, OSError) as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -54,15 +55,70 @@ def run_safely(fn):
     def wrapper(*args, **kwargs):
         from starbuild.errors import StarbuildError
 
+        terminated = _sigterm_as_ctrl_c()
         try:
             return fn(*args, **kwargs)
         except StarbuildError as exc:
             fail(exc)
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
+            click.echo("terminated (SIGTERM)" if terminated else "interrupted", err=True)
+            sys.exit(143 if terminated else 130)
 
     return wrapper
+
+
+class _Flag:
+    def __init__(self) -> None:
+        self.value = False
+
+    def __bool__(self) -> bool:
+        return self.value
+
+
+GRACE_SECONDS = 10.0
+
+
+def _exit_later(seconds: float) -> None:
+    """A build told to stop that is still running after ``seconds`` exits anyway: everything it
+    journaled is as safe as after a SIGKILL, and CI will not wait forever."""
+    import threading
+
+    def watchdog() -> None:
+        time.sleep(seconds)
+        sys.stderr.write(f"did not stop within {seconds:g} s of SIGTERM; exiting now\n")
+        sys.stderr.flush()
+        os._exit(143)
+
+    threading.Thread(target=watchdog, name="sigterm-watchdog", daemon=True).start()
+
+
+def _sigterm_as_ctrl_c() -> _Flag:
+    """SIGTERM (what CI sends on cancel) goes the way of Ctrl-C: tasks in flight stay journaled,
+    holds and locks are released, and the next build resumes (engine/interrupt.py). The flag
+    tells which one came."""
+    import signal
+    import threading
+
+    flag = _Flag()
+    if threading.current_thread() is not threading.main_thread():
+        return flag
+
+    def on_term(signum, frame) -> None:
+        if flag.value:
+            return
+        flag.value = True
+        click.echo("stopping (SIGTERM); tasks in flight stay journaled for the next build", err=True)
+        _exit_later(GRACE_SECONDS)
+        from starbuild.engine.interrupt import stop_running_build
+
+        if not stop_running_build():  # no build running yet (or any more): interrupt right here
+            raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, on_term)
+    except (ValueError, OSError):
+        pass
+    return flag
 
 
 def _late_global(ctx: click.Context, param: click.Parameter, value):
@@ -158,6 +214,15 @@ def main(ctx: click.Context, directory: str | None, file: str | None, verbose: i
 
 
 main.command_class = GlobalCommand
+
+
+def _check_credits(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A budget is a finite number of credits, 0 or more (nan, inf or -1 would disable it)."""
+    import math
+
+    if value is not None and (not math.isfinite(value) or value < 0):
+        raise click.BadParameter(f"{value} is not a budget; give a finite number of credits, 0 or more")
+    return value
 pass_ctx = click.make_pass_decorator(Context)
 
 
@@ -222,7 +287,8 @@ def plan(ctx: Context, as_json: bool, fmt: str | None, offline: bool) -> None:
 @click.argument("names", nargs=-1)
 @click.option("--offline", is_flag=True, help="Use the built-in emulator: placeholder images, no key needed.")
 @click.option("--dry-run", is_flag=True, help="Only show the plan (same as `starbuild plan`).")
-@click.option("--max-credits", type=float, help="Refuse a build whose estimate is higher.")
+@click.option("--max-credits", type=float, callback=_check_credits,
+              help="Refuse a build whose estimate is higher; stop submitting before reserving more.")
 @click.option("--concurrency", type=click.IntRange(1, 256), help="Tasks in flight at most.")
 @click.option("--frozen", is_flag=True, help="Never call the API; fail (exit 3) if anything is stale.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report on stdout.")
@@ -328,14 +394,23 @@ def rollback(ctx: Context, version: int) -> None:
 
 
 @main.command()
+@click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
 @pass_ctx
 @run_safely
-def gc(ctx: Context) -> None:
+def gc(ctx: Context, dry_run: bool) -> None:
     """Drop pruned versions' leftovers and cache objects nothing references."""
     from starbuild.store.inventory import collect_garbage
 
-    removed, freed = collect_garbage(ctx.load())
-    click.echo(f"removed {removed} unreferenced objects ({freed / 2**20:.1f} MB)")
+    garbage = collect_garbage(ctx.load(), dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    if dry_run:
+        for sha, size in garbage.objects:
+            click.echo(f"{verb} object {sha} ({size} bytes)")
+        for name in garbage.records:
+            click.echo(f"{verb} journal record of {name}")
+    kept = (f"; kept {garbage.kept_unpublished} paid image(s) no version has published yet"
+            if garbage.kept_unpublished else "")
+    click.echo(f"{verb} {len(garbage.objects)} unreferenced objects ({garbage.freed / 2**20:.1f} MB){kept}")
 
 
 @main.command()
@@ -344,7 +419,7 @@ def gc(ctx: Context) -> None:
               help="Also serve the preview gallery on 127.0.0.1 (default port 8700).")
 @click.option("--yes", is_flag=True, help="Do not ask before a large paid rebuild (watch.confirm_over).")
 @click.option("--concurrency", type=click.IntRange(1, 256), help="Tasks in flight at most.")
-@click.option("--max-credits", type=float, help="Refuse a rebuild whose estimate is higher.")
+@click.option("--max-credits", type=float, callback=_check_credits, help="Refuse a rebuild whose estimate is higher.")
 @pass_ctx
 @run_safely
 def watch(ctx: Context, offline: bool, serve_port: int | None, yes: bool, concurrency, max_credits) -> None:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from urllib.parse import unquote, urlsplit
 
+import anyio
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -29,7 +30,7 @@ from starbuild import models
 
 from .callbacks import CallbackSender
 from .config import EmulatorConfig, default_clock
-from .faults import RESET, Dice, drop_connection, error_body, request_fault
+from .faults import RESET, Dice, drop_connection, error_body, request_fault, submit_answer
 from .files import FileStore, file_endpoint, upload_endpoint
 from .references import MISSING, Missing, Reference, check_references
 from .render import RenderCache, render_placeholder
@@ -201,12 +202,16 @@ class Emulator:
         if limit is not None and self._unfinished(owner, now) >= limit:
             return self.error(429, "rate_limit_exceeded",
                               f"Too many tasks in flight (at most {limit}); wait for running tasks")
-        credits = models.estimate_credits(body)
+        per_image = self.config.faults.reserve_per_image
+        credits = models.estimate_credits(body) if per_image is None else per_image * (body.get("n") or 1)
         balance = self.config.credit_balance
         if balance is not None and sum(e.credits for e in self.ledger) + credits > balance + 1e-9:
             return self.error(402, "insufficient_quota", "Insufficient credits for this request; top up")
         task = self._new_task(body, owner, now, credits, failure, base)
-        return JSONResponse(task_view(task, now, self.config.public_url, submitted=True))
+        answer = task_view(task, now, self.config.public_url, submitted=True)
+        if self._roll("slow_submit", self.config.faults.rate_slow_submit):
+            await anyio.sleep(self.config.faults.slow_submit_seconds)  # accepted and billed already
+        return submit_answer(self, answer)
 
     def _new_task(self, body: dict, owner: str, now: float, credits: float,
                   failure: tuple[str, str] | None, base: bytes | None) -> Task:

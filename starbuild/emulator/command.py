@@ -25,6 +25,12 @@ _FAULT_HELP = {
     "rate_results_objects": "results as [{\"url\": ...}] instead of strings",
     "rate_legacy_envelope": "error answers in the older envelope (integer code, param, fallback_suggestion)",
     "rate_extra_fields": "unknown extra fields; no usage/estimated_time on task queries",
+    "rate_usage_missing": "submit answers without usage",
+    "rate_usage_nan": "submit answers with credits_reserved NaN",
+    "rate_usage_negative": "submit answers with a negative credits_reserved",
+    "rate_usage_huge": "submit answers with credits_reserved 1e400 (overflows to infinity)",
+    "rate_progress_overflow": "submit answers with progress 1e400",
+    "rate_slow_submit": "submissions accepted (and billed) at once but answered after --slow-submit-seconds",
 }
 
 
@@ -71,11 +77,16 @@ def _fault_options(command):
               help="Delay of a slow answer.")
 @click.option("--results-null-seconds", default=1.0, show_default=True, type=click.FloatRange(min=0.0),
               help="How long a completed task shows results: null under --fault-results-null.")
+@click.option("--slow-submit-seconds", default=1.0, show_default=True, type=click.FloatRange(min=0.0),
+              help="Delay of a slow submit answer (--fault-slow-submit).")
+@click.option("--reserve-per-image", default=None, type=click.FloatRange(min=0.0), metavar="CREDITS",
+              help="Reserve (and bill) this many credits per image, whatever starbuild's price table says.")
 @click.option("--failure-code", "failure_codes", multiple=True, type=click.Choice(FAILURE_CODES),
               help="Codes failed tasks use (repeatable; default: all documented codes).")
 def emulator_command(host, port, latency, ttl, task_ttl, file_ttl, seed, api_key, credit_balance,
                      deny_model, max_unfinished, render, public_url, allow_loopback_callbacks,
-                     slow_seconds, results_null_seconds, failure_codes, **rates):
+                     slow_seconds, results_null_seconds, slow_submit_seconds, reserve_per_image, failure_codes,
+                     **rates):
     """Serve the StarMagic API emulator over HTTP until Ctrl-C.
 
     Point any client at it with STARMAGIC_BASE_URL (and STARMAGIC_FILES_URL for uploads).
@@ -85,6 +96,7 @@ def emulator_command(host, port, latency, ttl, task_ttl, file_ttl, seed, api_key
     from .server import serve
 
     faults = Faults(slow_seconds=slow_seconds, results_null_seconds=results_null_seconds,
+                    slow_submit_seconds=slow_submit_seconds, reserve_per_image=reserve_per_image,
                     failure_codes=tuple(failure_codes) or FAILURE_CODES, max_unfinished=max_unfinished,
                     **rates)
     config = EmulatorConfig(latency=latency, ttl=ttl, task_ttl=task_ttl, file_ttl=file_ttl, seed=seed,

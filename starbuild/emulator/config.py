@@ -47,7 +47,20 @@ class Faults:
     rate_results_objects: float = 0.0
     rate_legacy_envelope: float = 0.0
     rate_extra_fields: float = 0.0
+    # Answers to a submission that a budget must survive: no usage, a NaN, negative or overflowing
+    # (1e400) credits_reserved, an overflowing progress, and answers that come only after a delay
+    # (the task is accepted, and billed, before the delay).
+    rate_usage_missing: float = 0.0
+    rate_usage_nan: float = 0.0
+    rate_usage_negative: float = 0.0
+    rate_usage_huge: float = 0.0
+    rate_progress_overflow: float = 0.0
+    rate_slow_submit: float = 0.0
+    slow_submit_seconds: float = 1.0
     max_unfinished: int | None = None
+    # Credits reserved (and billed) per image whatever the price table says: a server that costs
+    # more than starbuild's estimate (None: the estimate).
+    reserve_per_image: float | None = None
 
     def __post_init__(self) -> None:
         for name in rate_fields():
@@ -55,6 +68,8 @@ class Faults:
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"Faults.{name} must be between 0 and 1, not {rate!r}")
         # Undocumented codes are allowed on purpose: a client must survive codes it does not know.
+        if self.reserve_per_image is not None and not self.reserve_per_image >= 0:
+            raise ValueError(f"Faults.reserve_per_image must be 0 or more, not {self.reserve_per_image!r}")
         self.failure_codes = tuple(self.failure_codes)
         if not self.failure_codes or not all(isinstance(c, str) and c for c in self.failure_codes):
             raise ValueError("Faults.failure_codes must be one or more non-empty strings")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -138,3 +139,26 @@ async def drop_connection(send) -> None:
     transport.abort()
     for _ in range(3):  # let the server see the disconnect before it looks for an answer
         await anyio.sleep(0)
+
+
+_OVERFLOW = "\u0000overflow\u0000"  # stands for the number 1e400, which Python's json cannot write
+
+
+def submit_answer(emulator: Emulator, body: dict) -> Response:
+    """The answer to an accepted submission, with the usage and number faults applied."""
+    faults = emulator.config.faults
+    roll = emulator._roll
+    usage = body.get("usage")
+    if roll("usage_missing", faults.rate_usage_missing):
+        body.pop("usage", None)
+    elif isinstance(usage, dict):
+        if roll("usage_nan", faults.rate_usage_nan):
+            usage["credits_reserved"] = float("nan")
+        elif roll("usage_negative", faults.rate_usage_negative):
+            usage["credits_reserved"] = -(usage.get("credits_reserved") or 1.0)
+        elif roll("usage_huge", faults.rate_usage_huge):
+            usage["credits_reserved"] = _OVERFLOW
+    if roll("progress_overflow", faults.rate_progress_overflow):
+        body["progress"] = _OVERFLOW
+    text = json.dumps(body, allow_nan=True).replace(json.dumps(_OVERFLOW), "1e400")
+    return Response(text.encode(), media_type="application/json")

@@ -39,6 +39,7 @@ class AssetResult:
     error: str | None = None
     task_id: str | None = None
     error_code: str | None = None
+    paid: float | None = None  # what the API reserved for the task that made the image (None: unknown)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "status": self.outcome.value, "reason": self.reason,
@@ -57,12 +58,15 @@ class BuildReport:
     requests: int = 0
     adopted: int = 0  # paid images of earlier runs stored although no longer in the config
     notes: list[str] = field(default_factory=list)
+    stopped: str | None = None  # why the build stopped submitting (budget, refused key): exit 3
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for r in self.results if r.outcome == outcome)
 
     @property
     def exit_code(self) -> ExitCode:
+        if self.stopped:
+            return ExitCode.REFUSED
         return ExitCode.FAILED if self.count(Outcome.FAILED) else ExitCode.OK
 
     def summary(self) -> dict[str, Any]:
@@ -70,6 +74,8 @@ class BuildReport:
                                "credits": round(self.credits_reserved, 4), "version": self.version,
                                "elapsed": round(self.elapsed, 3), "requests": self.requests}
         out.update({o.value: self.count(o) for o in Outcome})
+        if self.stopped:
+            out["stopped"] = self.stopped
         return out
 
     def to_json(self) -> dict[str, Any]:

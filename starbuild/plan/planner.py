@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable
 from starbuild.config.project import Project
 from starbuild.errors import ConfigError, UsageError
 from starbuild.store.lockfile import Lock
-from starbuild.models import estimate_credits
+from starbuild.models import estimate_credits, learnable_credits, price_kind
 from starbuild.config.resolve import resolve_specs
 from starbuild.plan.spec import GenerationSpec, InputRef
 
@@ -114,20 +114,21 @@ def _input_reasons(old: list[dict], new: tuple[InputRef, ...], word: str) -> lis
     return out
 
 
-def _observed_credits(lock: Lock) -> dict[tuple, float]:
+def learned_prices(lock: Lock) -> dict[tuple, float]:
     """Credits the API actually reserved, by what prices an image; placeholders say nothing."""
     seen: dict[tuple, float] = {}
     for entry in lock.assets.values():
-        req = entry.get("request") or {}
-        if entry.get("placeholder") or not isinstance(entry.get("credits"), (int, float)):
+        req = entry.get("request")
+        credits = learnable_credits(entry.get("credits"))  # never 0 from a cache hit, never NaN
+        if entry.get("placeholder") or credits is None or not isinstance(req, dict):
             continue
-        seen[_price_key(req)] = float(entry["credits"])
+        key = _price_key(req)
+        seen[key] = max(credits, seen.get(key, 0.0))
     return seen
 
 
 def _price_key(req: dict[str, Any]) -> tuple:
-    return (req.get("model"), req.get("size"), req.get("resolution"), req.get("quality"), req.get("n", 1),
-            len(req.get("inputs") or ()))
+    return price_kind(req)
 
 
 def make_plan(project: Project, lock: Lock, *, placeholder: bool = False, force: Iterable[str] = (),
@@ -138,7 +139,7 @@ def make_plan(project: Project, lock: Lock, *, placeholder: bool = False, force:
     ``have(entry)`` tells whether a locked asset's files are still on disk; a missing one is rebuilt.
     """
     specs = order_by_dependencies(project, resolve_specs(project) if specs is None else specs)
-    observed = _observed_credits(lock)
+    observed = learned_prices(lock)
     force = list(force)
     assets: list[PlannedAsset] = []
     by_name: dict[str, PlannedAsset] = {}

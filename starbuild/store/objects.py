@@ -35,6 +35,16 @@ class ObjectStore:
     def has(self, sha: str) -> bool:
         return self.path(sha).is_file()
 
+    def verify(self, sha: str) -> bool:
+        """The object is there and its bytes still hash to its name; a corrupt one is removed (a miss)."""
+        path = self.path(sha)
+        if not path.is_file():
+            return False
+        if file_sha256(path) == sha:
+            return True
+        self.remove(sha)
+        return False
+
     def add(self, tmp: Path, sha: str) -> Path:
         """Move a verified temp file into the store (a file already there wins)."""
         dest = self.path(sha)
@@ -177,7 +187,20 @@ class AssetDir:
 
 
 def _link_or_copy(src: Path, dest: Path) -> None:
+    """A copy, never a hard link: an in-place edit of a published file must not reach the store or
+    other versions (shutil.copyfile lets the kernel copy the bytes)."""
+    shutil.copyfile(src, dest)
+
+
+def file_sha256(path: Path) -> str | None:
+    """The sha256 of a file's bytes, or None when it cannot be read."""
+    import hashlib
+
+    digest = hashlib.sha256()
     try:
-        os.link(src, dest)
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
     except OSError:
-        shutil.copy2(src, dest)
+        return None
+    return digest.hexdigest()

@@ -103,8 +103,13 @@ def render_summary(report: BuildReport, out: TextIO | None = None) -> None:
     for r in report.results:
         if r.outcome.value == "failed":
             out.write(f"failed: {r.name}: {r.error}\n")
-        elif r.outcome.value == "skipped" and r.reason != "not selected":
+        elif r.outcome.value == "skipped" and r.reason != "not selected" and not (
+                report.stopped and r.error_code in ("budget", "refused")):  # those are named once, below
             out.write(f"skipped: {r.name}: {r.reason}\n")
+    for note in report.notes:
+        out.write(f"note: {note}\n")
+    if report.stopped:
+        out.write(f"stopped: {report.stopped}\n")
     version = f"; published v{s['version']:04d}" if s["version"] else "; no new version"
     adopted = f"; kept {report.adopted} paid image(s) of an earlier run" if report.adopted else ""
     out.write(f"{s['built']} built, {s['resumed']} resumed, {s['cached']} cached, {s['failed']} failed, "
