@@ -422,6 +422,10 @@ def fault_kinds(rate: float = 0.3) -> dict[str, object]:
             extra = {"results_null_seconds": 0.5}
         if name == "rate_slow_submit":
             extra = {"slow_submit_seconds": 0.5}
+        if name == "rate_escape_text":
+            extra = {"rate_task_failed": rate}  # escape sequences ride on failure messages
+        if name.startswith("rate_drip"):
+            extra = {"drip_seconds": 0.002}  # a few seconds a body: slow, within every deadline
         kinds.setdefault(name.removeprefix("rate_"), Faults(**{name: rate}, **extra))
     kinds["max_unfinished"] = Faults(max_unfinished=3)
     kinds["reserve_per_image"] = Faults(reserve_per_image=1.0)
@@ -444,10 +448,15 @@ def run_fault_kind(kind: str, faults, assets: int = 12, concurrency: int = 6, la
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
                 return {"kind": kind, "ok": False, "hang": True, "problems": ["did not finish within 240 s"]}
+            text = out.read_text(errors="replace") + err.read_text(errors="replace")
             v = judge(proc.returncode, out.read_text(errors="replace"), err.read_text(errors="replace"),
                       names_of([0], assets))
             lost = lost_images(emulator, root)
         problems = v.problems + [f"not reported: {n}" for n in v.unreported] + consistency_problems(root)
+        if KEY in text:
+            problems.append("the API key was printed")
+        if "\x1b" in text or "\x07" in text:
+            problems.append("a control character from the server reached the output")
         dup = duplicates(emulator)
         if dup:
             problems.append(f"{dup} duplicate submissions")

@@ -54,12 +54,15 @@ class Issue:
     message: str
 
     def __str__(self) -> str:
+        from starbuild.text import printable  # config text may hold escape sequences: never raw
+
         where = self.file
         if self.line is not None:
             where += f":{self.line}"
             if self.column is not None:
                 where += f":{self.column}"
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        text = f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        return printable(text)
 
 
 class ConfigError(StarbuildError):

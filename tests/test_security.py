@@ -391,7 +391,7 @@ BAD = {"bomb": "bomb", "oversized": "larger than any size", "wrongsize": "512x51
 def test_hostile_results_are_refused_per_asset(project, tmp_path, caplog):
     api = HostileApi()
     images = "".join(f"  {kind}:\n    prompt: {kind}\n" for kind in ["good", *BAD])
-    project.config(f"version: 1\nprovider:\n  base_url: http://api.hostile.test\n  concurrency: 8\n"
+    project.config(f"version: 1\nprovider:\n  base_url: https://api.hostile.test\n  concurrency: 8\n"
                    f"defaults:\n  size: '1:1'\n  quality: low\nimages:\n{images}")
     caplog.set_level("DEBUG")
     report = api_build(project, None, transport=httpx.ASGITransport(app=api))
@@ -421,7 +421,7 @@ def test_hostile_results_are_refused_per_asset(project, tmp_path, caplog):
 def test_hostile_results_over_the_cli_print_no_traceback(project, tmp_path):
     """The same refusal seen by a user: one line per failed asset, exit code 1."""
     api = HostileApi()
-    project.config("version: 1\nprovider:\n  base_url: http://api.hostile.test\n"
+    project.config("version: 1\nprovider:\n  base_url: https://api.hostile.test\n"
                    "images:\n  bomb:\n    prompt: bomb\n    size: '1:1'\n  notimage:\n    prompt: notimage\n"
                    "    size: '1:1'\n")
     with serve_in_thread(api) as url:

@@ -37,7 +37,14 @@ class Context:
         from starbuild.config.resolve import load_and_resolve
 
         project, self.specs = load_and_resolve(self.config_path)
+        show_warnings(project)
         return project
+
+
+def show_warnings(project) -> None:
+    """The config's located warnings on stderr (an exclude that matches nothing, ...)."""
+    for issue in project.warnings:
+        click.echo(f"warning: {issue}", err=True)
 
 
 def fail(exc) -> None:
@@ -259,6 +266,7 @@ def validate(ctx: Context) -> None:
     from starbuild.config.resolve import load_and_resolve
 
     project, specs = load_and_resolve(ctx.config_path)
+    show_warnings(project)
     specs = order_by_dependencies(project, specs)
     if not ctx.quiet:
         click.echo(f"{project.display}: ok ({len(specs)} assets)")

@@ -30,7 +30,9 @@ from starbuild import models
 
 from .callbacks import CallbackSender
 from .config import EmulatorConfig, default_clock
-from .faults import RESET, Dice, drop_connection, error_body, request_fault, submit_answer
+from .faults import (
+    ESCAPE_TEXT, RESET, TASK_FAILURE_MESSAGES, Dice, drip, drop_connection, error_body, request_fault, submit_answer,
+)
 from .files import FileStore, file_endpoint, upload_endpoint
 from .references import MISSING, Missing, Reference, check_references
 from .render import RenderCache, render_placeholder
@@ -122,8 +124,11 @@ class Emulator:
                 self.counters[f"status_{message['status']}"] += 1
             await send(message)
 
+        faults = self.config.faults
+        if endpoint in ("task", "result") and self._roll(f"drip_{endpoint}", getattr(faults, f"rate_drip_{endpoint}")):
+            counting_send = await drip(counting_send, self.config.faults.drip_seconds)
         if endpoint in ("submit", "task"):
-            fault = await request_fault(self)
+            fault = await request_fault(self, scope.get("headers", []))
             if fault is RESET:
                 await drop_connection(send)
                 return
@@ -142,6 +147,8 @@ class Emulator:
         """An error answer in the documented envelope (or the older one, under that fault)."""
         faults = self.config.faults
         legacy = self._roll("legacy_envelope", faults.rate_legacy_envelope)
+        if self._roll("escape_text", faults.rate_escape_text):
+            message = ESCAPE_TEXT + message
         extra = self._roll("extra_fields_error", faults.rate_extra_fields, count=False)
         body = error_body(status, code, message, legacy=legacy, param=param, extra=extra)
         if files:  # the file service's own envelope, with the API's error object alongside
@@ -249,6 +256,9 @@ class Emulator:
             if self._roll("results_null", faults.rate_results_null):
                 task.results_null_seconds = faults.results_null_seconds
             task.results_objects = self._roll("results_objects", faults.rate_results_objects)
+        if task.outcome == "failed" and self._roll("escape_text_task", faults.rate_escape_text):
+            task.failure_message = ESCAPE_TEXT + (task.failure_message or TASK_FAILURE_MESSAGES.get(
+                task.failure_code or "", "The generation failed"))
 
     def _prune(self, now: float) -> None:
         """Forget expired tasks; they were stored in submission order."""

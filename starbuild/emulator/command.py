@@ -31,6 +31,10 @@ _FAULT_HELP = {
     "rate_usage_huge": "submit answers with credits_reserved 1e400 (overflows to infinity)",
     "rate_progress_overflow": "submit answers with progress 1e400",
     "rate_slow_submit": "submissions accepted (and billed) at once but answered after --slow-submit-seconds",
+    "rate_echo_headers": "400 whose message echoes the request headers (the key included)",
+    "rate_escape_text": "terminal escape sequences in error and task failure messages",
+    "rate_drip_task": "task query answers sent one byte every --drip-seconds",
+    "rate_drip_result": "result downloads sent one byte every --drip-seconds",
 }
 
 
@@ -75,6 +79,8 @@ def _fault_options(command):
 @_fault_options
 @click.option("--slow-seconds", default=2.0, show_default=True, type=click.FloatRange(min=0.0),
               help="Delay of a slow answer.")
+@click.option("--drip-seconds", default=1.0, show_default=True, type=click.FloatRange(min=0.0),
+              help="Pause between the bytes of a dripping body under --fault-drip-task/-result.")
 @click.option("--results-null-seconds", default=1.0, show_default=True, type=click.FloatRange(min=0.0),
               help="How long a completed task shows results: null under --fault-results-null.")
 @click.option("--slow-submit-seconds", default=1.0, show_default=True, type=click.FloatRange(min=0.0),
@@ -85,8 +91,8 @@ def _fault_options(command):
               help="Codes failed tasks use (repeatable; default: all documented codes).")
 def emulator_command(host, port, latency, ttl, task_ttl, file_ttl, seed, api_key, credit_balance,
                      deny_model, max_unfinished, render, public_url, allow_loopback_callbacks,
-                     slow_seconds, results_null_seconds, slow_submit_seconds, reserve_per_image, failure_codes,
-                     **rates):
+                     slow_seconds, drip_seconds, results_null_seconds, slow_submit_seconds, reserve_per_image,
+                     failure_codes, **rates):
     """Serve the StarMagic API emulator over HTTP until Ctrl-C.
 
     Point any client at it with STARMAGIC_BASE_URL (and STARMAGIC_FILES_URL for uploads).
@@ -95,7 +101,7 @@ def emulator_command(host, port, latency, ttl, task_ttl, file_ttl, seed, api_key
     from .config import DEFAULT_PUBLIC_URL
     from .server import serve
 
-    faults = Faults(slow_seconds=slow_seconds, results_null_seconds=results_null_seconds,
+    faults = Faults(slow_seconds=slow_seconds, drip_seconds=drip_seconds, results_null_seconds=results_null_seconds,
                     slow_submit_seconds=slow_submit_seconds, reserve_per_image=reserve_per_image,
                     failure_codes=tuple(failure_codes) or FAILURE_CODES, max_unfinished=max_unfinished,
                     **rates)

@@ -29,6 +29,10 @@ class Faults:
     Request faults (429, 5xx, reset, slow) apply to the API calls a client retries: submit and
     task query. Task faults (failed, cancelled, results variants, extra fields) are drawn once
     per accepted task. ``rate_legacy_envelope`` is drawn per error answer.
+    Hostile faults: ``rate_echo_headers`` refuses an API request with a 400 whose message echoes
+    the request's headers (the key included); ``rate_escape_text`` puts terminal escape sequences
+    into error and task failure messages; ``rate_drip_task`` / ``rate_drip_result`` send a task
+    query's / a result download's body one byte every ``drip_seconds``.
     """
 
     rate_429: float = 0.0
@@ -57,6 +61,11 @@ class Faults:
     rate_progress_overflow: float = 0.0
     rate_slow_submit: float = 0.0
     slow_submit_seconds: float = 1.0
+    rate_echo_headers: float = 0.0
+    rate_escape_text: float = 0.0
+    rate_drip_task: float = 0.0
+    rate_drip_result: float = 0.0
+    drip_seconds: float = 1.0
     max_unfinished: int | None = None
     # Credits reserved (and billed) per image whatever the price table says: a server that costs
     # more than starbuild's estimate (None: the estimate).

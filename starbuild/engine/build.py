@@ -223,9 +223,10 @@ async def _run(project, options, todo, journal, store, transport, emulator, emit
         base_url = files_url = OFFLINE_BASE_URL
         key = "offline"
     else:
+        from starbuild.config.urls import api_urls
+
         key = _api_key(project, options)
-        base_url = options.env.get("STARMAGIC_BASE_URL") or provider.base_url
-        files_url = options.env.get("STARMAGIC_FILES_URL") or provider.files_url
+        base_url, files_url = api_urls(provider.base_url, provider.files_url, options.env)
         from starbuild.engine.preflight import check_sendable
 
         check_sendable(project, options.env, key)  # what cannot be sent is refused before paying
@@ -234,7 +235,10 @@ async def _run(project, options, todo, journal, store, transport, emulator, emit
         max_credits=_max_credits(project, options), task_timeout=provider.task_timeout,
         retry_failed=options.retry_failed, fail_fast=options.fail_fast, placeholder=options.offline,
         retry_unknown=options.retry_unknown, poll_base=options.poll_base, poll_cap=options.poll_cap)
-    async with StarMagicClient(base_url, key, files_url=files_url, transport=transport, retry=options.retry) as client:
+    # No single request may outlast the time a whole task is given.
+    deadlines = dict(deadline=min(60.0, provider.task_timeout), download_deadline=min(300.0, provider.task_timeout))
+    async with StarMagicClient(base_url, key, files_url=files_url, transport=transport, retry=options.retry,
+                               **deadlines) as client:
         runner = Runner(client, journal, store, project.root, run_opts, emit or (lambda *a: None))
         runner.prices = PriceBook(learned_prices(lock))
         if options.uploads is not None:

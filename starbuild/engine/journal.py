@@ -10,12 +10,17 @@ ever written here.
 
 from __future__ import annotations
 
+import logging
+import os
+import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 from starbuild.errors import StoreError
+
+log = logging.getLogger("starbuild.journal")
 
 SUBMITTING = "submitting"
 SUBMITTED = "submitted"
@@ -26,14 +31,11 @@ class Journal:
     """A small durable map spec_hash → record."""
 
     def __init__(self, directory: Path):
-        import diskcache
-
         self.directory = directory
-        opts = dict(eviction_policy="none", size_limit=2**40)
         with self._writing():
-            directory.mkdir(parents=True, exist_ok=True)
-            self._inflight = diskcache.Cache(str(directory / "inflight"), **opts)
-            self._stored = diskcache.Cache(str(directory / "stored"), **opts)
+            directory = _usable_dir(directory)
+            self._inflight = _open_cache(directory / "inflight")
+            self._stored = _open_cache(directory / "stored")
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
@@ -109,3 +111,31 @@ class Journal:
             rec = self._read(self._stored, key)
             if rec is not None:
                 yield key, rec
+
+
+def _set_aside(path: Path, why: object) -> None:
+    """Move an unreadable journal file or folder out of the way, keeping it for inspection."""
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+    os.replace(path, aside)
+    log.warning("warning: the journal at %s could not be read (%s); it was set aside as %s and a new one "
+                "started. Tasks it listed as in flight will not be resumed.", path, why, aside.name)
+
+
+def _usable_dir(directory: Path) -> Path:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:  # a file where the folder should be
+        _set_aside(directory, exc.strerror)
+        directory.mkdir(parents=True)
+    return directory
+
+
+def _open_cache(path: Path):
+    import diskcache
+
+    opts = dict(eviction_policy="none", size_limit=2**40)
+    try:
+        return diskcache.Cache(str(path), **opts)
+    except (sqlite3.DatabaseError, OSError) as exc:
+        _set_aside(path, exc)
+        return diskcache.Cache(str(path), **opts)

@@ -281,7 +281,8 @@ class Runner:
                                        record["task_id"], record.get("credits"), None)
             return True
         except StarbuildError as exc:
-            log.warning("could not recover task %s of %s: %s", record.get("task_id"), record.get("name"), exc)
+            log.warning("could not recover task %s of %s: %s", self.client.scrub(record.get("task_id")),
+                        record.get("name"), self.client.scrub(exc))
             return False
 
     async def _guarded(self, asset: PlannedAsset, done: dict[str, asyncio.Future]) -> AssetResult:
@@ -298,14 +299,14 @@ class Runner:
         except ApiError as exc:
             if isinstance(exc, (AuthError, QuotaError)):
                 self._refuse(exc)
-            result = AssetResult(outcome=Outcome.FAILED, reason=asset.reason, error=str(exc),
+            result = AssetResult(outcome=Outcome.FAILED, reason=asset.reason, error=self.client.scrub(exc),
                                  error_code=exc.code, **base)
         except StarbuildError as exc:
-            result = AssetResult(outcome=Outcome.FAILED, reason=asset.reason, error=str(exc), **base)
+            result = AssetResult(outcome=Outcome.FAILED, reason=asset.reason, error=self.client.scrub(exc), **base)
         except Exception as exc:  # a bug must not take the other assets down
             log.debug("internal error on %s", asset.name, exc_info=True)
             result = AssetResult(outcome=Outcome.FAILED, reason=asset.reason,
-                                 error=f"internal error: {type(exc).__name__}: {exc}", **base)
+                                 error=self.client.scrub(f"internal error: {type(exc).__name__}: {exc}"), **base)
         if result.outcome == Outcome.FAILED and self.options.fail_fast:
             self.stopping = True
         self.ledger.asset_result(result, asset.credits)
@@ -575,6 +576,15 @@ class Runner:
         return files
 
     async def _wait_for(self, task_id: str, first_wait: float | None) -> Task:
+        # Polls whose answers drip in slowly end at task_timeout too, not only after a poll returns.
+        try:
+            async with asyncio.timeout(self.options.task_timeout):
+                return await self._poll(task_id, first_wait)
+        except TimeoutError:
+            raise ApiError(f"task {task_id} did not finish within task_timeout ({self.options.task_timeout:g} s); "
+                           "it stays journaled and the next build picks it up again", code="timeout") from None
+
+    async def _poll(self, task_id: str, first_wait: float | None) -> Task:
         start = time.monotonic()
         wait = first_wait if first_wait is not None else 0.0
         step = self.options.poll_base

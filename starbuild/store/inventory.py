@@ -88,7 +88,8 @@ def collect_garbage(project: Project, *, dry_run: bool = False) -> Garbage:
         try:
             doomed, seen_published = [], set()
             for h, rec in journal.stored_items():
-                shas = {f.get("sha256") for f in rec.get("files") or [] if isinstance(f, dict)}
+                files = rec.get("files") if isinstance(rec.get("files"), list) else []
+                shas = {f.get("sha256") for f in files if isinstance(f, dict)}
                 if not rec.get("published") and shas & keep:
                     seen_published.add(h)  # in a version now (a record of an earlier starbuild)
                 elif not rec.get("published"):

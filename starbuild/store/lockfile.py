@@ -13,6 +13,7 @@ from starbuild.errors import ConfigError, Issue, StoreError
 
 LOCK_NAME = "starbuild.lock"
 LOCKFILE_VERSION = 1
+MAX_LOCK_BYTES = 512 * 2**20
 
 
 @dataclass
@@ -29,27 +30,29 @@ class Lock:
 
 def read_lock(path: Path) -> Lock:
     """The lockfile at path, or an empty Lock when there is none."""
+    from starbuild.safefile import read_text
+
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, MAX_LOCK_BYTES)
     except FileNotFoundError:
         return Lock()
+    except UnicodeDecodeError:
+        raise ConfigError(Issue(path.name, None, None, "", "the lockfile is not UTF-8 text")) from None
     except OSError as exc:
         raise ConfigError(Issue(path.name, None, None, "", f"cannot read the lockfile: {exc}")) from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(Issue(path.name, exc.lineno, exc.colno, "",
-                                f"the lockfile is not valid JSON ({exc.msg}); restore it from version "
-                                "control or delete it to rebuild everything")) from None
+    from starbuild.store.lockcheck import check_assets, parse_json
+
+    hint = "restore the lockfile from version control or delete it to rebuild everything"
+    data = parse_json(text, path.name, "the lockfile")
     if not isinstance(data, dict) or not isinstance(data.get("assets", {}), dict):
         raise ConfigError(Issue(path.name, 1, 1, "", "the lockfile is not a starbuild lockfile"))
     version = data.get("lockfile_version")
-    if version != LOCKFILE_VERSION:
+    if version != LOCKFILE_VERSION or isinstance(version, bool):
         raise ConfigError(Issue(path.name, 1, 1, "lockfile_version",
                                 f"{version!r} is not a lockfile version this starbuild reads "
                                 f"({LOCKFILE_VERSION}); upgrade starbuild"))
-    assets = {k: v for k, v in data.get("assets", {}).items() if isinstance(v, dict)}
-    return Lock(asset_version=int(data.get("asset_version") or 0), assets=assets)
+    check_assets(data, text, path.name, hint)
+    return Lock(asset_version=data.get("asset_version") or 0, assets=dict(data.get("assets", {})))
 
 
 def atomic_write(path: Path, data: bytes) -> None:

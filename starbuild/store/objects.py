@@ -7,7 +7,6 @@ fsynced, renamed to ``vNNNN`` and only then made ``current`` by an atomic symlin
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -15,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from starbuild.errors import StoreError
+from starbuild.errors import ConfigError, Issue, StoreError
+from starbuild.store.lockcheck import check_assets, is_sha256, parse_json, rel_path_problem
 from starbuild.store.lockfile import atomic_write, dump_json
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
@@ -30,6 +30,9 @@ class ObjectStore:
         self.root = root / "objects"
 
     def path(self, sha: str) -> Path:
+        # A hash from a lockfile, manifest or journal names a file here: never a path elsewhere.
+        if not is_sha256(sha):
+            raise StoreError(f"{sha!r} is not a sha256; the lockfile or cache may have been edited")
         return self.root / sha[:2] / sha
 
     def has(self, sha: str) -> bool:
@@ -71,7 +74,7 @@ class ObjectStore:
         for sub in subs:
             if len(sub) == 2:
                 try:
-                    out.update(os.listdir(self.root / sub))
+                    out.update(n for n in os.listdir(self.root / sub) if is_sha256(n))
                 except OSError:
                     pass
         return out
@@ -133,10 +136,20 @@ class AssetDir:
         return int(m.group(1)) if m else None
 
     def manifest(self, n: int) -> dict[str, Any]:
+        """A version's manifest ({} when it has none); a malformed one is a located ConfigError."""
+        from starbuild.safefile import read_text
+
+        path = self.version_path(n) / MANIFEST
+        shown = f"{self.root.name}/{path.parent.name}/{MANIFEST}"
         try:
-            return json.loads((self.version_path(n) / MANIFEST).read_text())
+            text = read_text(path, 512 * 2**20)
         except (OSError, ValueError):
             return {}
+        data = parse_json(text, shown, "the manifest")
+        if not isinstance(data, dict):
+            raise ConfigError(Issue(shown, 1, 1, "", "the manifest is not a mapping"))
+        check_assets(data, text, shown, f"restore {shown} or delete version v{n:04d}")
+        return data
 
     def publish(self, number: int, files: list[tuple[str, Path]], manifest: dict[str, Any]) -> Path:
         """Write version ``number`` from (relative path, source file) pairs, then make it current."""
@@ -146,6 +159,10 @@ class AssetDir:
         if final.exists():
             raise StoreError(f"{final} already exists; another run may have published it")
         tmp = self.root / f".{final.name}.tmp-{os.getpid()}"
+        for rel, _ in files:
+            problem = rel_path_problem(rel)
+            if problem:
+                raise StoreError(f"cannot publish {problem}")
         try:
             for rel, src in files:
                 dest = tmp / rel

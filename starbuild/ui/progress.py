@@ -8,6 +8,7 @@ from collections import Counter
 from typing import TextIO
 
 from starbuild.engine.outcome import BuildReport
+from starbuild.text import printable
 
 _LINE_EVENTS = {"submitted", "resume", "retry", "built", "cached", "resumed", "failed", "skipped"}
 
@@ -37,7 +38,7 @@ class PlainProgress:
             detail = f": {info['error']}"
         elif kind == "resume":
             detail = f" (task {info.get('task_id')})"
-        self.out.write(f"{kind:<9} {name}{detail}\n")
+        self.out.write(printable(f"{kind:<9} {name}{detail}") + "\n")  # task ids and errors come from a server
         self.out.flush()
 
 

@@ -78,6 +78,8 @@ class Watcher:
             self.state.config_error(str(exc))
             self.on_report(None)
             return None
+        for issue in project.warnings:
+            self.say(f"warning: {issue}")
         self.state.set_project(project)
         try:
             plan = plan_project(project, placeholder=self.options.offline, specs=specs,
