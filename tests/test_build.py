@@ -320,18 +320,26 @@ def test_readme_quick_start_word_for_word(tmp_path):
     """`starbuild build -C examples/game-icons --offline`, global flags after the command name,
     run from a folder holding a copy of the example, as the README and SPEC.md §1 write it."""
     import re
-    import shutil
     import subprocess
     import sys
     from pathlib import Path
+
+    from conftest import copy_example
 
     repo = Path(__file__).resolve().parents[1]
     readme = (repo / "README.md").read_text()
     command = re.search(r"pip install -e \. && (starbuild build [^\n`]+)", readme).group(1)
     assert command == "starbuild build -C examples/game-icons --offline"
-    shutil.copytree(repo / "examples" / "game-icons", tmp_path / "examples" / "game-icons")
     env = {k: v for k, v in os.environ.items() if k not in ("STARMAGIC_API_KEY", "STARBUILD_CACHE_DIR")}
     argv = [sys.executable, "-m", "starbuild", *command.split()[1:]]
+    # The checkout as the README leaves it: command 1 has built the example in place (a `current`
+    # symlink, a lockfile, a cache), then command 2 runs this test, which must not trip over that.
+    checkout = tmp_path / "checkout"
+    copy_example("game-icons", checkout / "examples" / "game-icons")
+    built = subprocess.run(argv, cwd=checkout, env=env, capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0 and (checkout / "examples/game-icons/assets/current").is_symlink(), built.stderr
+    tmp_path = tmp_path / "fresh"
+    copy_example("game-icons", tmp_path / "examples" / "game-icons", checkout / "examples")
     first = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
     lock = json.loads((tmp_path / "examples" / "game-icons" / "starbuild.lock").read_text())

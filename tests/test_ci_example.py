@@ -54,7 +54,12 @@ def checkout(tmp_path, monkeypatch):
     shutil.copytree(REPO / "examples" / "game-icons", repo, ignore=shutil.ignore_patterns("assets", "*.lock"))
     cache = tmp_path / "cache"
     monkeypatch.setenv("STARBUILD_CACHE_DIR", str(cache))
-    env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    bin_dir = tmp_path / "bin"  # `starbuild` as installed from this checkout, whatever is on PATH
+    bin_dir.mkdir()
+    shim = bin_dir / "starbuild"
+    shim.write_text(f"#!/bin/sh\nexec {sys.executable} -m starbuild \"$@\"\n")
+    shim.chmod(0o755)
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
            "PYTHONPATH": os.environ.get("PYTHONPATH", str(REPO)), "HOME": str(tmp_path),
            "STARBUILD_CACHE_DIR": str(cache), "CI": "true", "GITHUB_HEAD_REF": "art/icons",
            "STARMAGIC_BASE_URL": "http://127.0.0.1:9", "STARMAGIC_FILES_URL": "http://127.0.0.1:9"}

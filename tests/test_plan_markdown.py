@@ -52,7 +52,7 @@ def test_plan_markdown_counts_and_budget(reviewed, project):
     assert text.startswith("<!-- starbuild-plan: proj -->\n")
     row = next(line for line in text.splitlines() if line.startswith("| `icons/{{ i }}`"))
     assert row.split("|")[2:7] == [" 2 ", " 0 ", " 1 ", " 0 ", " 0.22 "]  # potion, bow new; sword removed
-    assert "| `logo` | changed, from cache | prompt changed; a stored image of this spec is reused | 0 |" in text
+    assert "| `logo` | changed, from cache | restore from cache (prompt changed) | 0 |" in text
     assert "| `old-banner` | removed |" in text and "✅ about 2.72 of 10 credits" in text
     json_plan = project.run("plan", "--json")
     assert json_plan.exit_code == 0 and {a["status"] for a in json_plan.json["assets"]} >= {"new", "removed"}

@@ -93,8 +93,8 @@ def test_key_never_written_printed_or_recorded(project, tmp_path):
     em = Emulator(EmulatorConfig(render="plain", api_key=CANARY))
     outputs = []
     with serve_in_thread(em) as url:
-        env = {**os.environ, "STARMAGIC_API_KEY": CANARY, "STARMAGIC_BASE_URL": url, "STARMAGIC_FILES_URL": url,
-               "STARBUILD_CACHE_DIR": str(cache)}
+        env = {**os.environ, "STARMAGIC_API_KEY": CANARY, "STARMAGIC_BASE_URL": url,
+               "STARMAGIC_FILES_URL": em.config.files_url, "STARBUILD_CACHE_DIR": str(cache)}
         first = _cli(project.root, env, "-v", "build")
         assert first.returncode == 0, first.stderr
         forced = _cli(project.root, env, "-vv", "build", "--force", "*", "--json")
@@ -106,7 +106,7 @@ def test_key_never_written_printed_or_recorded(project, tmp_path):
     # The same project against a server that refuses this key: a 401, and the build stops (exit 3).
     other = Emulator(EmulatorConfig(render="plain", api_key="sk-someone-else"))
     with serve_in_thread(other) as url:
-        env.update(STARMAGIC_BASE_URL=url, STARMAGIC_FILES_URL=url)
+        env.update(STARMAGIC_BASE_URL=url, STARMAGIC_FILES_URL=other.config.files_url)
         refused = _cli(project.root, env, "-v", "build", "--force", "*")
     assert refused.returncode == 3 and "401" in refused.stdout + refused.stderr, refused.stderr
     outputs += [refused.stdout, refused.stderr]

@@ -183,7 +183,9 @@ class LazyGroup(click.Group):
     lazy = {"emulator": ("starbuild.emulator.command", "emulator_command",
                          "Serve the StarMagic emulator over HTTP."),
             "spend": ("starbuild.cli.spend", "spend_command",
-                      "Credits reserved, images, cache hits and unknown outcomes, from the ledger.")}
+                      "Credits reserved, images, cache hits and unknown outcomes, from the ledger."),
+            "check-api": ("starbuild.cli.check_api", "check_api_command",
+                          "Check a server against the API's documented behaviour.")}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])
@@ -273,21 +275,22 @@ def validate(ctx: Context) -> None:
 
 
 @main.command()
+@click.argument("names", nargs=-1, metavar="[NAME_OR_GLOB]...")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout (= --format json).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]),
               help="text (default), json, or markdown: a pull-request comment with the cost review.")
 @click.option("--offline", is_flag=True, help="Plan as an --offline build would (placeholders).")
 @pass_ctx
 @run_safely
-def plan(ctx: Context, as_json: bool, fmt: str | None, offline: bool) -> None:
-    """List every asset as new / changed / unchanged / removed, why, and the estimated credits."""
+def plan(ctx: Context, names, as_json: bool, fmt: str | None, offline: bool) -> None:
+    """List every asset (or the named ones) as new / changed / unchanged / removed, why, and the credits."""
     from starbuild.engine.build import plan_project
     from starbuild.cli.spend import show_plan
 
     if as_json and fmt not in (None, "json"):
         raise click.UsageError(f"--json and --format {fmt} disagree; give one of them")
     project = ctx.load()
-    the_plan = plan_project(project, placeholder=offline, specs=ctx.specs)
+    the_plan = plan_project(project, placeholder=offline, specs=ctx.specs, select=names)
     show_plan(ctx, project, the_plan, "json" if as_json else fmt or "text", offline)
 
 
@@ -324,8 +327,13 @@ def build(ctx: Context, names, offline, dry_run, max_credits, concurrency, froze
     options = BuildOptions(offline=offline, frozen=frozen, force=tuple(force), select=tuple(names),
                            max_credits=max_credits, concurrency=concurrency, retry_failed=retry_failed,
                            retry_unknown=retry_unknown, fail_fast=not keep_going, wait=wait, specs=ctx.specs)
-    with _progress(ctx, as_json) as progress:
-        report = run_build(project, options, emit=progress)
+    started = time.time()
+    try:
+        with _progress(ctx, as_json) as progress:
+            report = run_build(project, options, emit=progress)
+    except KeyboardInterrupt:
+        _say_interrupted(project, started)
+        raise  # run_safely picks the exit code: 130 for Ctrl-C, 143 for SIGTERM
     if as_json:
         dump_json(report.to_json())
     else:
@@ -333,6 +341,14 @@ def build(ctx: Context, names, offline, dry_run, max_credits, concurrency, froze
 
         render_summary(report)
     sys.exit(int(report.exit_code))
+
+
+def _say_interrupted(project, started: float) -> None:
+    from starbuild.engine.build import cache_dir
+    from starbuild.engine.known import interrupt_note, kept_after_interrupt
+
+    for line in interrupt_note(kept_after_interrupt(cache_dir(project), started)):
+        click.echo(line, err=True)
 
 
 def _progress(ctx: Context, as_json: bool):
@@ -375,13 +391,19 @@ def ls_command(ctx: Context, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @pass_ctx
 @run_safely
-def versions(ctx: Context) -> None:
+def versions(ctx: Context, as_json: bool) -> None:
     """List the asset versions."""
     from starbuild.store.inventory import list_versions
 
     rows = list_versions(ctx.load())
+    if as_json:
+        from starbuild.cli.report import dump_json
+
+        dump_json({"versions": rows, "current": next((v["version"] for v in rows if v["current"]), None)})
+        return
     for v in rows:
         mark = "*" if v["current"] else " "
         click.echo(f"{mark} v{v['version']:04d}  {v['created'] or '?':20}  {v['assets']} assets")
@@ -389,12 +411,22 @@ def versions(ctx: Context) -> None:
         click.echo("no versions yet")
 
 
+def _version_number(ctx, param, value: str) -> int:
+    """``3``, ``v3`` or ``v0003`` (the form ``versions`` prints)."""
+    import re
+
+    match = re.fullmatch(r"[vV]?(\d+)", value.strip())
+    if not match:
+        raise click.BadParameter(f"{value!r} is not a version; write it as versions prints it (v0003) or 3")
+    return int(match.group(1))
+
+
 @main.command()
-@click.argument("version", type=int)
+@click.argument("version", callback=_version_number, metavar="VERSION")
 @pass_ctx
 @run_safely
 def rollback(ctx: Context, version: int) -> None:
-    """Make version N current again and restore its lockfile, with no API call."""
+    """Make VERSION (3 or v0003) current again and restore its lockfile, with no API call."""
     from starbuild.store.inventory import rollback as do_rollback
 
     do_rollback(ctx.load(), version)
@@ -438,9 +470,9 @@ def watch(ctx: Context, offline: bool, serve_port: int | None, yes: bool, concur
 
     _setup_logging(ctx)
     state = GalleryState()
-    if serve_port is not None:
+    if serve_port is not None:  # a busy port fails here, before anything is announced or built
         server = serve_gallery(state, serve_port, in_thread=True)
-        click.echo(f"gallery: http://127.0.0.1:{serve_port}/", err=True)
+        click.echo(f"gallery: http://127.0.0.1:{server.port}/", err=True)
     options = BuildOptions(offline=offline, concurrency=concurrency, max_credits=max_credits)
     watcher = Watcher(ctx.config_path, options, yes=yes, say=lambda line: click.echo(line, err=True),
                       confirm=terminal_confirm, state=state, emit=None if ctx.quiet else _plain_progress())
@@ -465,11 +497,12 @@ def _plain_progress():
 @run_safely
 def serve(ctx: Context, port: int) -> None:
     """Serve the preview gallery of the current assets (no watching)."""
-    from starbuild.ui.gallery import GalleryState, serve_gallery
+    from starbuild.ui.gallery import GalleryState, bind_gallery, serve_gallery
 
     state = GalleryState(ctx.load())
-    click.echo(f"gallery: http://127.0.0.1:{port}/ (Ctrl-C to stop)", err=True)
-    serve_gallery(state, port)
+    sock = bind_gallery(port)
+    click.echo(f"gallery: http://127.0.0.1:{sock.getsockname()[1]}/ (Ctrl-C to stop)", err=True)
+    serve_gallery(state, port, sock=sock)
 
 
 @main.command()

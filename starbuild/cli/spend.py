@@ -50,7 +50,7 @@ def show_plan(ctx: Context, project, the_plan, fmt: str, offline: bool) -> None:
     from starbuild.spend.markdown import render_markdown
     from starbuild.spend.review import review_plan
 
-    review = review_plan(project, the_plan, full=fmt == "markdown")
+    review = review_plan(project, the_plan)
     if fmt == "markdown":
         click.echo(render_markdown(review), nl=False)
     elif fmt == "json":

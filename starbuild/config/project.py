@@ -265,10 +265,17 @@ def _type_message(kind: str, value: Any) -> str | None:
 
 
 def find_config(directory: Path | None = None, file: Path | None = None) -> Path:
-    """The config file to use: ``-f FILE``, else starbuild.yaml in ``-C DIR`` or the working directory."""
+    """The config file to use: ``-f FILE``, else starbuild.yaml in ``-C DIR``, else in the working
+    directory or the nearest parent holding one (as git finds its repository)."""
     if file is not None:
         return Path(file) if directory is None or Path(file).is_absolute() else Path(directory) / file
-    return Path(directory or ".") / CONFIG_NAME
+    if directory is not None:
+        return Path(directory) / CONFIG_NAME
+    here = Path.cwd()
+    for folder in (here, *here.parents):
+        if (folder / CONFIG_NAME).is_file():
+            return Path(CONFIG_NAME) if folder == here else Path(os.path.relpath(folder / CONFIG_NAME))
+    return Path(CONFIG_NAME)  # the "not found" error names the working directory's file
 
 
 def load_config(path: Path | str = CONFIG_NAME) -> Project:

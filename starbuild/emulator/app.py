@@ -37,7 +37,7 @@ from .files import FileStore, file_endpoint, upload_endpoint
 from .references import MISSING, Missing, Reference, check_references
 from .render import RenderCache, render_placeholder
 from .tasks import PENDING_SHARE, RESULT_NAME, TASK_PREFIX, Task, new_task_id, task_view
-from .validation import check_submission
+from .validation import applicable, check_submission
 
 _FILE_PATH = re.compile(r"^/(?:cdn/files/([^/]+)/.*|api/v1/files/download/([^/]+))$")
 _RESULT_PATH = re.compile(r"^/cdn/([^/]+)$")
@@ -88,15 +88,30 @@ class Emulator:
         self.callbacks = CallbackSender(
             self.clock, lambda task: task_view(task, self.clock(), self.config.public_url),
             lambda: self.config.callback_retry_delays, lambda: self.config.callback_timeout)
-        self._app = Starlette(routes=[
+        handlers = {HTTPException: self._http_exception}
+        api_routes = [
             Route("/v1/images/generations", self._submit, methods=["POST"]),
             Route("/v1/tasks/{task_id}", self._task, methods=["GET"]),
+            Route("/cdn/{name}", self._result, methods=["GET"]),
+            Route("/_emulator/ledger", self._ledger, methods=["GET"]),
+        ]
+        file_routes = [
             Route("/api/v1/files/upload/{kind}", partial(upload_endpoint, self), methods=["POST"]),
             Route("/cdn/files/{file_id}/{name:path}", partial(file_endpoint, self), methods=["GET"]),
             Route("/api/v1/files/download/{file_id}", partial(file_endpoint, self), methods=["GET"]),
-            Route("/cdn/{name}", self._result, methods=["GET"]),
-            Route("/_emulator/ledger", self._ledger, methods=["GET"]),
-        ], exception_handlers={HTTPException: self._http_exception})
+        ]
+        self._api_app = Starlette(routes=api_routes, exception_handlers=handlers)
+        self._files_app = Starlette(routes=file_routes, exception_handlers=handlers)
+        # One host for both when they are configured alike (file routes first: /cdn/files/...).
+        self._both_app = Starlette(routes=file_routes + api_routes, exception_handlers=handlers)
+
+    def _app_for(self, scope) -> Starlette:
+        """The file service answers on its own host only, the API on the others, as on the platform."""
+        files = urlsplit(self.config.files_url).netloc.lower()
+        if files == urlsplit(self.config.public_url).netloc.lower():
+            return self._both_app
+        host = next((v.decode("latin-1").lower() for k, v in scope.get("headers", ()) if k == b"host"), "")
+        return self._files_app if host == files else self._api_app
 
     def reset(self) -> None:
         """Forget every task, file, ledger entry and counter; restart the fault dice."""
@@ -111,8 +126,9 @@ class Emulator:
         self._dice = Dice(self.config.seed)
 
     async def __call__(self, scope, receive, send) -> None:
+        app = self._app_for(scope)
         if scope["type"] != "http":
-            await self._app(scope, receive, send)
+            await app(scope, receive, send)
             return
         endpoint = endpoint_of(scope["path"])
         if endpoint:
@@ -136,7 +152,7 @@ class Emulator:
                 await fault(scope, receive, counting_send)
                 return
         try:
-            await self._app(scope, receive, counting_send)
+            await app(scope, receive, counting_send)
         except ClientDisconnect:
             pass  # the client hung up mid-request (a killed build): nobody is left to answer
 
@@ -192,6 +208,7 @@ class Emulator:
             return self.error(400, "invalid_request", "body: is not valid JSON", param="body")
         if not isinstance(body, dict):
             return self.error(400, "invalid_request", "body: must be a JSON object", param="body")
+        body = applicable(body)
         problems = check_submission(body, allow_loopback_callbacks=self.config.allow_loopback_callbacks)
         if problems:
             message = "; ".join(f"{field}: {text}" for field, text in problems.items())
@@ -320,7 +337,8 @@ class Emulator:
     def _resolve(self, url: str, request: Request) -> Reference | Missing | None:
         """What the emulator serves at ``url``: a Reference, MISSING, or None for other hosts."""
         parts = urlsplit(url)
-        own = {urlsplit(self.config.public_url).netloc.lower(), request.headers.get("host", "").lower()}
+        own = {urlsplit(self.config.public_url).netloc.lower(), urlsplit(self.config.files_url).netloc.lower(),
+               request.headers.get("host", "").lower()}
         if parts.netloc.lower() not in own:
             return None
         path = unquote(parts.path)

@@ -18,6 +18,8 @@ FAILURE_CODES = (
 )
 
 DEFAULT_PUBLIC_URL = "http://starmagic.emulator"
+# The file service lives on its own host, as on the platform (files-api.* beside api.*).
+DEFAULT_FILES_URL = "http://files.starmagic.emulator"
 
 
 @dataclass
@@ -103,6 +105,7 @@ class EmulatorConfig:
     denied_models: frozenset[str] = frozenset()
     render: str = "full"
     public_url: str = DEFAULT_PUBLIC_URL
+    files_url: str = DEFAULT_FILES_URL  # base of the file service: uploads and uploaded files
     allow_loopback_callbacks: bool = False
     faults: Faults = field(default_factory=Faults)
     # Documented schedule: one attempt, then retries 1, 2 and 4 s after each failure.

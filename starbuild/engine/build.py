@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # the runner and its HTTP stack load only when there is somet
     from starbuild.engine.runner import Emit
 
 OFFLINE_BASE_URL = "http://starmagic.emulator"
+OFFLINE_FILES_URL = "http://files.starmagic.emulator"  # the emulator's file service, a host of its own
 
 
 @dataclass
@@ -72,9 +73,15 @@ def asset_dir(project: Project) -> AssetDir:
 def plan_project(project: Project, *, placeholder: bool = False, force=(), select=(), env=None,
                  specs=None) -> Plan:
     """The plan for a project against its own lockfile and what is on disk."""
+    from starbuild.engine.known import cached_specs
+
     lock = read_lock(project.root / LOCK_NAME)
-    have = _have_files(ObjectStore(cache_dir(project, env)), asset_dir(project))
-    return make_plan(project, lock, placeholder=placeholder, force=force, select=select, have=have, specs=specs)
+    cache = cache_dir(project, env)
+    store = ObjectStore(cache)
+    have = _have_files(store, asset_dir(project))
+    with cached_specs(cache, store) as cached:
+        return make_plan(project, lock, placeholder=placeholder, force=force, select=select, have=have,
+                         specs=specs, cached=cached)
 
 
 def _have_files(store: ObjectStore, assets: AssetDir) -> Callable[[dict], bool]:
@@ -126,18 +133,21 @@ async def abuild(project: Project, options: BuildOptions | None = None, *, trans
         # Under the lock no other build of this cache is running: any temp file is a dead run's.
         store.clean_temp()
         assets.clean_partial()
-        plan = make_plan(project, lock, placeholder=options.offline, force=options.force,
-                         select=options.select, have=_have_files(store, assets), specs=options.specs)
         from starbuild.engine.journal import Journal
+        from starbuild.engine.known import journal_lookup
 
         journal = Journal(cache / "journal")
         try:
+            plan = make_plan(project, lock, placeholder=options.offline, force=options.force,
+                             select=options.select, have=_have_files(store, assets), specs=options.specs,
+                             cached=journal_lookup(journal, store))
             todo = plan.to_build()
             if emit:
-                emit("plan", "", {"total": len(todo)})
+                emit("plan", "", {"total": len(todo), "offline": options.offline})
             _refuse_frozen(options, todo)
             _refuse_budget(limit, todo, journal, store)
             report = await _run(project, options, todo, journal, store, transport, emulator, emit, lock)
+            report.offline = options.offline
             order = {a.name: i for i, a in enumerate(plan.assets)}
             report.results = sorted(report.results + _unbuilt(plan, report), key=lambda r: order.get(r.name, 0))
             report.version = publish(project, lock, plan, report.results, store, assets, report.notes)
@@ -218,9 +228,10 @@ async def _run(project, options, todo, journal, store, transport, emulator, emit
             from starbuild.api.client import in_process_transport
             from starbuild.emulator import Emulator, EmulatorConfig
 
-            emulator = emulator or Emulator(EmulatorConfig(public_url=OFFLINE_BASE_URL))
+            emulator = emulator or Emulator(EmulatorConfig(public_url=OFFLINE_BASE_URL,
+                                                           files_url=OFFLINE_FILES_URL))
             transport = in_process_transport(emulator)
-        base_url = files_url = OFFLINE_BASE_URL
+        base_url, files_url = OFFLINE_BASE_URL, OFFLINE_FILES_URL
         key = "offline"
     else:
         from starbuild.config.urls import api_urls
@@ -231,7 +242,9 @@ async def _run(project, options, todo, journal, store, transport, emulator, emit
 
         check_sendable(project, options.env, key)  # what cannot be sent is refused before paying
     run_opts = RunOptions(
-        concurrency=options.concurrency or provider.concurrency, rate_per_second=provider.submissions_per_second(),
+        # Placeholders are free and local: an offline build does not wait for rate_limit.
+        concurrency=options.concurrency or provider.concurrency,
+        rate_per_second=None if options.offline else provider.submissions_per_second(),
         max_credits=_max_credits(project, options), task_timeout=provider.task_timeout,
         retry_failed=options.retry_failed, fail_fast=options.fail_fast, placeholder=options.offline,
         retry_unknown=options.retry_unknown, poll_base=options.poll_base, poll_cap=options.poll_cap)

@@ -57,6 +57,7 @@ class BuildReport:
     elapsed: float = 0.0
     requests: int = 0
     adopted: int = 0  # paid images of earlier runs stored although no longer in the config
+    offline: bool = False  # placeholders from the built-in emulator: nothing was paid
     notes: list[str] = field(default_factory=list)
     stopped: str | None = None  # why the build stopped submitting (budget, refused key): exit 3
 

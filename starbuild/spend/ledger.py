@@ -78,6 +78,19 @@ def _code(value: Any) -> str | None:
     return re.sub(r"[^A-Za-z0-9_.:-]", "_", str(value))[:64]
 
 
+def _price(request: Mapping[str, Any] | None) -> float | None:
+    """The price table's figure for a request as the lockfile shows it (inputs by path)."""
+    from starbuild.models import estimate_credits
+
+    req = dict(request or {})
+    inputs = req.pop("inputs", None) or ()
+    req.pop("mask", None)
+    try:
+        return estimate_credits({**req, **({"image_urls": ["x"] * len(inputs)} if inputs else {})})
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def _request_fields(request: Mapping[str, Any] | None) -> dict[str, Any]:
     req = request or {}
     return {"model": req.get("model"), "size": req.get("size"), "quality": req.get("quality"),
@@ -132,13 +145,17 @@ class Ledger:
                      "task_id": task_id, "credits_reserved": credits, "outcome": "failed", "code": _code(code)})
 
     def asset_result(self, result: Any, estimate: float) -> None:
-        """An asset's result: one served from a stored or shared result is a cache hit worth ``estimate``."""
+        """An asset's result: one served from a stored or shared image is a cache hit, worth what that
+        image was paid (``result.paid``), else ``estimate``."""
         outcome = getattr(result.outcome, "value", result.outcome)
         if outcome not in CACHE_OUTCOMES:
             return
+        paid = getattr(result, "paid", None)
+        saved = paid if isinstance(paid, (int, float)) and not isinstance(paid, bool) and paid > 0 else \
+            (estimate or _price(result.request))
         self.append({"event": "cache_hit", "asset": result.name, "spec_hash": result.spec_hash,
                      **_request_fields(result.request), "task_id": result.task_id,
-                     "credits_saved": estimate, "outcome": outcome})
+                     "credits_saved": saved, "outcome": outcome})
 
     def _close(self, attempt: str, event: str, **fields: Any) -> None:
         base = self._open_attempts.pop(attempt, None)

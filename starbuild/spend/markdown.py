@@ -70,7 +70,7 @@ def _reasons(review: Review, groups: dict[str, list[PlannedAsset]]) -> list[str]
     lines = [f"<details><summary>Why ({len(assets)} asset{'s' if len(assets) != 1 else ''})</summary>", "",
              "| asset | status | why | credits |", "| :-- | :-- | :-- | --: |"]
     for a in assets[:MAX_REASON_ROWS]:
-        lines.append(f"| {_code(a.name)} | {_status(review, a)} | {_escape(_why(review, a))} | "
+        lines.append(f"| {_code(a.name)} | {_status(review, a)} | {_escape(a.reason)} | "
                      f"{_num(_credits(review, a))} |")
     if len(assets) > MAX_REASON_ROWS:
         lines.append(f"| … and {len(assets) - MAX_REASON_ROWS} more | | | |")
@@ -79,10 +79,6 @@ def _reasons(review: Review, groups: dict[str, list[PlannedAsset]]) -> list[str]
 
 def _status(review: Review, a: PlannedAsset) -> str:
     return f"{a.status.value}, from cache" if a.name in review.cached else a.status.value
-
-
-def _why(review: Review, a: PlannedAsset) -> str:
-    return f"{a.reason}; {review.cached[a.name]}" if a.name in review.cached else a.reason
 
 
 def _credits(review: Review, a: PlannedAsset) -> float:

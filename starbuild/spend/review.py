@@ -1,7 +1,7 @@
 """The cost review of a plan: what a change will generate, reuse and cost, against the PR budget.
 
 A stale asset whose spec already has a stored result (or a task paid for by an earlier run) is
-"from cache": a build reuses it for 0 credits, as the runner does.
+"from cache": the planner marks it, and a build reuses it for 0 credits.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from starbuild.plan.planner import Plan, PlannedAsset, Status
 
@@ -21,7 +21,7 @@ class Review:
     """A plan with its cache hits, the credits a build would reserve, and the per-PR budget."""
 
     plan: Plan
-    cached: dict[str, str] = field(default_factory=dict)  # asset name -> why it costs nothing
+    cached: set[str] = field(default_factory=set)  # stale assets whose image the cache holds: 0 credits
     limit: float | None = None
     project_id: str = "."
 
@@ -90,32 +90,7 @@ def project_id(root: Path) -> str:
     return root.name
 
 
-def cached_assets(project: Any, plan: Plan, env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Stale assets a build would not pay for: a stored result, or a task already paid and journaled."""
-    from starbuild.engine.build import cache_dir
-    from starbuild.engine.journal import STORED, SUBMITTED, Journal
-    from starbuild.store.objects import ObjectStore
-
-    cache = cache_dir(project, env)
-    stale = [a for a in plan.to_build() if a.spec_hash and not a.forced]
-    if not stale or not (cache / "journal").is_dir():  # looking must not create a cache
-        return {}
-    store, journal = ObjectStore(cache), Journal(cache / "journal")
-    out: dict[str, str] = {}
-    try:
-        for a in stale:
-            rec = journal.get(a.spec_hash) or {}
-            if rec.get("state") == STORED and all(store.has(f.get("sha256", "")) for f in rec.get("files") or []):
-                out[a.name] = "a stored image of this spec is reused"
-            elif rec.get("state") == SUBMITTED:
-                out[a.name] = "paid by an earlier run; its task is resumed"
-    finally:
-        journal.close()
-    return out
-
-
-def review_plan(project: Any, plan: Plan, env: Mapping[str, str] | None = None, *, full: bool = True) -> Review:
-    """The cost review of a project's plan; without ``full``, the cache is read only for a budget."""
+def review_plan(project: Any, plan: Plan) -> Review:
+    """The cost review of a project's plan (the planner has marked what the cache holds)."""
     limit = getattr(getattr(project.config, "cost", None), "max_credits_per_pr", None)
-    cached = cached_assets(project, plan, env) if full or limit is not None else {}
-    return Review(plan, cached, limit, project_id(project.root))
+    return Review(plan, {a.name for a in plan.to_build() if a.from_cache}, limit, project_id(project.root))

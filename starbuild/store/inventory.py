@@ -41,8 +41,8 @@ def rollback(project: Project, version: int) -> None:
 
     assets = asset_dir(project)
     if version not in assets.versions():
-        have = ", ".join(str(v) for v in assets.versions()) or "none"
-        raise UsageError(f"there is no version {version} (versions: {have})")
+        have = ", ".join(f"v{v:04d}" for v in assets.versions()) or "none"
+        raise UsageError(f"there is no version v{version:04d} (versions: {have})")
     manifest = assets.manifest(version)
     if not isinstance(manifest.get("assets"), dict):
         raise UsageError(f"version {version} has no readable manifest.json; it cannot be restored")

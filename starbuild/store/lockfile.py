@@ -55,12 +55,31 @@ def read_lock(path: Path) -> Lock:
     return Lock(asset_version=data.get("asset_version") or 0, assets=dict(data.get("assets", {})))
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the system allows."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore at once
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write bytes so that readers see the old file or the whole new one, never a part."""
+    """Write bytes so that readers see the old file or the whole new one, never a part.
+
+    The file gets the mode a plain ``open()`` would give it (0666 less the umask): mkstemp's
+    owner-only temp file would otherwise make a committed lockfile unreadable to the team.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o666 & ~current_umask())
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

@@ -176,7 +176,15 @@ class AssetDir:
         self.set_current(number)
         return final
 
+    def check_current(self) -> None:
+        """Refuse a ``current`` that is not the symlink starbuild keeps (a copy that followed links)."""
+        link = self.root / CURRENT
+        if (link.exists() or link.is_symlink()) and not link.is_symlink():
+            raise StoreError(f"{link} is a real folder or file, not the `current` symlink starbuild keeps "
+                             "(was the asset folder copied without its symlinks?); remove it and build again")
+
     def set_current(self, number: int) -> None:
+        self.check_current()
         link = self.root / CURRENT
         tmp = self.root / f".{CURRENT}.tmp-{os.getpid()}"
         tmp.unlink(missing_ok=True)
@@ -184,9 +192,10 @@ class AssetDir:
         os.replace(tmp, link)
 
     def clean_partial(self) -> None:
-        """Remove temp folders and links left by killed runs."""
+        """Remove temp folders and links left by killed runs; refuse a broken ``current`` early."""
         if not self.root.is_dir():
             return
+        self.check_current()
         for p in self.root.iterdir():
             if p.name.startswith(".v") and ".tmp-" in p.name:
                 shutil.rmtree(p, ignore_errors=True)

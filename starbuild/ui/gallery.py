@@ -301,15 +301,39 @@ def _loopback_host(scope) -> bool:
     return is_loopback_host(name)
 
 
-def serve_gallery(state: GalleryState, port: int = 8700, *, in_thread: bool = False):
-    """Serve the gallery on 127.0.0.1; in a daemon thread (returns the server) or blocking."""
+def bind_gallery(port: int):
+    """The gallery's listening socket on 127.0.0.1, bound now so that a busy port is a clear error."""
+    import socket
+
+    from starbuild.errors import UsageError
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"cannot serve the gallery on 127.0.0.1 port {port}: {exc.strerror or exc}; "
+                         "choose another port (0 picks a free one)") from None
+    return sock
+
+
+def serve_gallery(state: GalleryState, port: int = 8700, *, in_thread: bool = False, sock=None):
+    """Serve the gallery on 127.0.0.1; in a daemon thread (returns the server) or blocking.
+
+    A busy port raises UsageError before anything is announced or served.
+    """
     import uvicorn
 
-    config = uvicorn.Config(create_app(state), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    sock = sock or bind_gallery(port)
+    config = uvicorn.Config(create_app(state), log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
+    server.port = sock.getsockname()[1]  # the port actually bound (port 0 picks one)
     if not in_thread:
-        server.run()
+        try:
+            server.run(sockets=[sock])
+        finally:
+            sock.close()
         return server
-    thread = threading.Thread(target=server.run, daemon=True, name="starbuild-gallery")
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="starbuild-gallery")
     thread.start()
     return server
