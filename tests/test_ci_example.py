@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -83,17 +84,23 @@ def test_ci_workflow_runs_on_pull_requests_and_main():
 
 def test_ci_pull_request_plan_step_writes_the_comment(checkout):
     repo, env = checkout
+    plan = subprocess.run(["bash", "-c", "starbuild plan --json"], cwd=repo, env=env, capture_output=True, text=True)
+    summary = json.loads(plan.stdout)["summary"]
+    icons = [a for a in json.loads(plan.stdout)["assets"] if a["name"].startswith("icons/")]
     code, outputs = run_step("plan", "Plan", repo, env)
     assert code == 0 and outputs == {"exit": "0"}
     comment = (repo / "starbuild-plan.md").read_text()
-    assert comment.startswith("<!-- starbuild-plan: repo -->\n### starbuild: 9 images to generate")
-    assert "| `icons/{{ item }}-{{ tier }}` | 8 | 0 | 0 | 0 | 8 |" in comment
+    assert comment.startswith(f"<!-- starbuild-plan: repo -->\n### starbuild: {summary['total']} images to generate, "
+                              f"about {summary['credits']:g} credits")
+    assert f"| `icons/{{{{ item }}}}-{{{{ tier }}}}` | {len(icons)} | 0 | 0 | 0 | " in comment
     # Over the budget: the comment is still written (with the refusal) and the step reports exit 3.
     config = repo / "starbuild.yaml"
-    config.write_text(config.read_text() + "\ncost:\n  max_credits_per_pr: 5\n")
+    limit = summary["credits"] / 2
+    config.write_text(config.read_text() + f"\ncost:\n  max_credits_per_pr: {limit}\n")
     code, outputs = run_step("plan", "Plan", repo, env)
     assert code == 0 and outputs == {"exit": "3"}
-    assert "❌ about 8.275 credits is over `cost.max_credits_per_pr` (5)" in (repo / "starbuild-plan.md").read_text()
+    assert (f"❌ about {summary['credits']:g} credits is over `cost.max_credits_per_pr` ({limit:g})"
+            in (repo / "starbuild-plan.md").read_text())
 
 
 def test_ci_main_frozen_build_step_passes_when_built_and_refuses_stale(checkout):
