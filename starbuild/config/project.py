@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from starbuild.config.cache import Cache, RemoteConfig
 from starbuild.errors import ConfigError, Issue
 from starbuild.models import MAX_INPUTS
 from starbuild.config.yamlfile import Marks, load_yaml_file
@@ -116,6 +117,7 @@ class Config(_Strict):
     provider: Provider = Provider()
     output: Output = Output()
     watch: Watch = Watch()
+    cache: Cache = Cache()
     defaults: ImageFields = ImageFields()
     vars: dict[str, Any] = Field(default_factory=dict, description="template variables visible to every template")
     images: dict[str, Image] = Field(min_length=1)
@@ -156,6 +158,7 @@ def _dotted(path: tuple) -> str:
 
 _ALLOWED_BY_MODEL = {
     (): Config, ("provider",): Provider, ("output",): Output, ("watch",): Watch, ("defaults",): ImageFields,
+    ("cache",): Cache, ("cache", "remote"): RemoteConfig,
 }
 
 

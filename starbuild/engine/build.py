@@ -47,6 +47,8 @@ class BuildOptions:
     specs: list | None = None  # already resolved specs, to skip resolving again
     retry: Any = None  # a RetryPolicy for the client; None for the default
     uploads: Any = None  # an UploadCache to share across builds (watch); None for a new one
+    require_remote: bool = False  # remote cache errors are fatal instead of skipped
+    pull_only: bool = False  # `cache pull`: restore lock-pinned images from the remote, never pay
 
 
 def cache_dir(project: Project, env: dict[str, str] | None = None) -> Path:
@@ -118,20 +120,67 @@ async def abuild(project: Project, options: BuildOptions | None = None, *, trans
         from starbuild.engine.journal import Journal
 
         journal = Journal(cache / "journal")
+        remote = await _open_remote(project, options, store, emit)
         try:
-            todo = plan.to_build()
-            if emit:
-                emit("plan", "", {"total": len(todo)})
-            _refuse_frozen(options, todo)
-            _refuse_budget(project, options, todo, journal)
-            report = await _run(project, options, todo, journal, store, transport, emulator, emit)
+            try:
+                todo = plan.to_build()
+                if emit:
+                    emit("plan", "", {"total": len(todo)})
+                pulled, todo = await remote.pull_stale(todo) if remote else ([], todo)
+                _refuse_frozen(options, todo)
+                if options.pull_only:
+                    report = BuildReport(results=_unpulled(todo))
+                else:
+                    _refuse_budget(project, options, todo, journal)
+                    report = await _run(project, options, todo, journal, store, transport, emulator, emit, remote,
+                                        pulled)
+                report.results += pulled
+            finally:
+                journal.close()
+            order = {a.name: i for i, a in enumerate(plan.assets)}
+            report.results = sorted(report.results + _unbuilt(plan, report), key=lambda r: order.get(r.name, 0))
+            report.version = publish(project, lock, plan, report.results, store, assets)
         finally:
-            journal.close()
-        order = {a.name: i for i, a in enumerate(plan.assets)}
-        report.results = sorted(report.results + _unbuilt(plan, report), key=lambda r: order.get(r.name, 0))
-        report.version = publish(project, lock, plan, report.results, store, assets)
+            if remote is not None:
+                await remote.close()  # pushes still under way finish here, after the publish
+        if remote is not None:
+            report.notes += remote.report_lines()
+            report.remote_failed = options.require_remote and remote.cache.failed
     report.elapsed = time.monotonic() - started
     return report
+
+
+async def _open_remote(project: Project, options: BuildOptions, store: ObjectStore, emit):
+    """The shared remote cache of this build (None without one); --require-remote checks it first."""
+    if project.config.cache.remote is None and not options.require_remote:
+        return None
+    from starbuild.engine.remote import open_build_remote
+
+    remote = open_build_remote(project, options, store, emit)
+    if remote is not None and options.require_remote:
+        try:
+            await remote.cache.probe()
+        except BaseException:
+            await remote.close()
+            raise
+    return remote
+
+
+def _unpulled(todo: list[PlannedAsset]) -> list[AssetResult]:
+    """`cache pull` never pays: what it could not pull is reported."""
+    from starbuild.engine.remote import pinned
+
+    out = []
+    for a in todo:
+        common = dict(spec_hash=a.spec_hash, model=a.spec.model if a.spec else None,
+                      request=a.spec.request() if a.spec else None)
+        if pinned(a):
+            out.append(AssetResult(a.name, Outcome.FAILED, a.reason, error="missing everywhere: not in the local "
+                                   "store, the asset folder or the remote cache", **common))
+        else:
+            out.append(AssetResult(a.name, Outcome.SKIPPED, f"{a.reason}; not in the lockfile's images, run "
+                                   "`starbuild build`", **common))
+    return out
 
 
 def _refuse_frozen(options: BuildOptions, todo: list[PlannedAsset]) -> None:
@@ -166,7 +215,8 @@ def _api_key(project: Project, options: BuildOptions) -> str:
     return key
 
 
-async def _run(project, options, todo, journal, store, transport, emulator, emit) -> BuildReport:
+async def _run(project, options, todo, journal, store, transport, emulator, emit, remote=None,
+               pulled=()) -> BuildReport:
     provider = project.config.provider
     # Paid tasks of earlier runs that are no longer planned are still fetched (never with --frozen,
     # which makes no request at all).
@@ -197,11 +247,13 @@ async def _run(project, options, todo, journal, store, transport, emulator, emit
         retry_failed=options.retry_failed, fail_fast=options.fail_fast, placeholder=options.offline,
         retry_unknown=options.retry_unknown, poll_base=options.poll_base, poll_cap=options.poll_cap)
     async with StarMagicClient(base_url, key, files_url=files_url, transport=transport, retry=options.retry) as client:
-        runner = Runner(client, journal, store, project.root, run_opts, emit or (lambda *a: None))
+        emit = emit or (lambda *a: None)
+        runner = Runner(client, journal, store, project.root, run_opts, remote.events(emit) if remote else emit)
+        runner.remote = remote
         if options.uploads is not None:
             runner.uploads = options.uploads
         adopted = [asyncio.create_task(runner.adopt(h, rec)) for h, rec in orphans]
-        results = await runner.run(todo)
+        results = await runner.run(todo, pulled)
         kept = sum(await asyncio.gather(*adopted))
         return BuildReport(results=results, credits_reserved=runner.budget.reserved, requests=client.requests,
                            adopted=kept)
@@ -233,8 +285,9 @@ def _now() -> str:
 
 
 def _entry(result: AssetResult, placeholder: bool, take: int) -> dict[str, Any]:
+    credits = result.credits if result.lock_credits is None else result.lock_credits
     entry = {"spec_hash": result.spec_hash, "request": result.request, "task_id": result.task_id,
-             "files": result.files, "credits": result.credits, "placeholder": placeholder, "created": _now()}
+             "files": result.files, "credits": credits, "placeholder": placeholder, "created": _now()}
     if take:
         entry["take"] = take
     return entry
@@ -250,7 +303,9 @@ def next_lock(plan: Plan, lock: Lock, results: list[AssetResult]) -> dict[str, d
             if r is None or r.outcome != Outcome.REMOVED:
                 assets[a.name] = lock.assets[a.name]
             continue
-        if r is not None and r.outcome in (Outcome.BUILT, Outcome.RESUMED) or (
+        if r is not None and r.outcome == Outcome.PULLED and (a.previous or {}).get("spec_hash") == r.spec_hash:
+            assets[a.name] = lock.assets[a.name]  # lock-pinned images restored: the entry stays as it was
+        elif r is not None and r.outcome in (Outcome.BUILT, Outcome.RESUMED, Outcome.PULLED) or (
                 r is not None and r.outcome == Outcome.CACHED and a.stale):
             assets[a.name] = _entry(r, plan.placeholder, a.spec.take if a.spec else 0)
         elif a.name in lock.assets:

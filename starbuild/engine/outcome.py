@@ -14,6 +14,7 @@ class Outcome(str, enum.Enum):
 
     BUILT = "built"
     CACHED = "cached"
+    PULLED = "pulled"  # from the shared remote cache, 0 credits
     RESUMED = "resumed"
     FAILED = "failed"
     REMOVED = "removed"
@@ -21,7 +22,7 @@ class Outcome(str, enum.Enum):
 
     @property
     def ok(self) -> bool:
-        return self in (Outcome.BUILT, Outcome.CACHED, Outcome.RESUMED)
+        return self in (Outcome.BUILT, Outcome.CACHED, Outcome.PULLED, Outcome.RESUMED)
 
 
 @dataclass
@@ -39,6 +40,7 @@ class AssetResult:
     error: str | None = None
     task_id: str | None = None
     error_code: str | None = None
+    lock_credits: float | None = None  # what the image cost whoever paid for it (a pulled result)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "status": self.outcome.value, "reason": self.reason,
@@ -57,13 +59,14 @@ class BuildReport:
     requests: int = 0
     adopted: int = 0  # paid images of earlier runs stored although no longer in the config
     notes: list[str] = field(default_factory=list)
+    remote_failed: bool = False  # the remote cache failed and --require-remote made that fatal
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for r in self.results if r.outcome == outcome)
 
     @property
     def exit_code(self) -> ExitCode:
-        return ExitCode.FAILED if self.count(Outcome.FAILED) else ExitCode.OK
+        return ExitCode.FAILED if self.count(Outcome.FAILED) or self.remote_failed else ExitCode.OK
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"total": len([r for r in self.results if r.outcome != Outcome.REMOVED]),

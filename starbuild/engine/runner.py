@@ -219,6 +219,7 @@ class Runner:
     uploads: UploadCache = field(default_factory=UploadCache)
     links: dict[str, str] = field(default_factory=dict)  # object sha -> fresh result link, never written
     stopping: bool = False
+    remote: Any = None  # the build's remote cache (engine/remote.py): pull before paying, push once stored
 
     def __post_init__(self) -> None:
         self.limit = AdaptiveLimit(self.options.concurrency)
@@ -229,9 +230,12 @@ class Runner:
         self._rng = random.Random(self.options.seed)
         self._upload_locks: dict[str, asyncio.Lock] = {}
 
-    async def run(self, assets: list[PlannedAsset]) -> list[AssetResult]:
-        """Every asset's result, in the order given."""
+    async def run(self, assets: list[PlannedAsset], ready: list[AssetResult] = ()) -> list[AssetResult]:
+        """Every asset's result, in the order given; ``ready`` results (pulled) serve as @asset inputs."""
         done: dict[str, asyncio.Future] = {a.name: asyncio.get_running_loop().create_future() for a in assets}
+        for r in ready:
+            done[r.name] = asyncio.get_running_loop().create_future()
+            done[r.name].set_result(r)
         tasks = [asyncio.create_task(self._guarded(a, done)) for a in assets]
         return list(await asyncio.gather(*tasks))
 
@@ -303,6 +307,10 @@ class Runner:
         elif rec and rec.get("state") == SUBMITTING and not (self.options.placeholder or self.options.retry_unknown):
             raise UnknownOutcomeError("an earlier run was stopped while submitting this asset, so it may have "
                                       "been accepted and billed; rerun with --retry-unknown to submit it again")
+        if self.remote is not None:
+            pulled = await self.remote.before_paying(asset, h, spec.dims, common)
+            if pulled is not None:
+                return pulled
         return await self._submit_cycle(asset, spec, h, request, common)
 
     async def _submit_cycle(self, asset: PlannedAsset, spec: GenerationSpec, h: str, request: dict,
@@ -418,8 +426,11 @@ class Runner:
             files.append(await self._download(url, dims))
             self.links[files[-1]["sha256"]] = url
         files = named_files(name, files)
-        self.journal.stored(h, {"name": name, "request": request, "task_id": task_id, "credits": credits,
-                                "files": files, "placeholder": self.options.placeholder})
+        record = {"name": name, "request": request, "task_id": task_id, "credits": credits,
+                  "files": files, "placeholder": self.options.placeholder}
+        self.journal.stored(h, record)
+        if self.remote is not None:
+            self.remote.stored(h, record)
         return files
 
     async def _wait_for(self, task_id: str, first_wait: float | None) -> Task:

@@ -1,0 +1,262 @@
+"""The shared remote cache in a build: pull before paying, claim what we pay for, push what we store.
+
+A build looks up each stale asset locally, then here: lock-pinned images first, then the results
+of its namespaces. Before paying for a miss it takes a lease; a teammate's live lease is waited
+for. Every stored image is pushed in the background (bytes, then the result). A failing remote
+never fails a build unless ``--require-remote`` is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from starbuild.engine.outcome import AssetResult, Outcome
+from starbuild.engine.verify import verify_image
+from starbuild.errors import UsageError, VerifyError
+from starbuild.plan.planner import PlannedAsset
+from starbuild.store.objects import ObjectStore
+from starbuild.store.remote.cache import FORMATS, RemoteCache
+from starbuild.store.remote.layout import cas_key
+
+log = logging.getLogger("starbuild")
+Emit = Callable[[str, str, dict], None]
+LEASE_MARGIN = 300.0  # seconds a lease outlives task_timeout: time to download and push
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def open_build_remote(project, options, store: ObjectStore, emit: Emit | None) -> "BuildRemote | None":
+    """The remote cache of this build, or None; ``--require-remote`` without one is a usage error."""
+    from starbuild.store.remote import open_remote
+
+    cache = open_remote(project, options.env, require=options.require_remote)
+    if cache is None:
+        if options.require_remote:
+            raise UsageError("--require-remote: no remote cache is configured (cache.remote) or it is off "
+                             "(mode, STARBUILD_REMOTE_CACHE)")
+        return None
+    if options.offline:  # placeholders are free and never shared: read lock-pinned images only
+        cache.settings = dataclasses.replace(cache.settings, mode="read-only", why="offline build")
+    ttl = project.config.provider.task_timeout + LEASE_MARGIN
+    return BuildRemote(cache, store, placeholder=options.offline, frozen=options.frozen, lease_ttl=ttl,
+                       emit=emit or (lambda *a: None))
+
+
+class BuildRemote:
+    """The remote cache's part in one build."""
+
+    PULLS = 16   # downloads at once
+    PUSHES = 8   # uploads at once
+
+    def __init__(self, cache: RemoteCache, store: ObjectStore, *, placeholder: bool, frozen: bool,
+                 lease_ttl: float, emit: Emit):
+        self.cache = cache
+        self.store = store
+        self.placeholder = placeholder
+        self.frozen = frozen
+        self.lease_ttl = lease_ttl
+        self.emit = emit
+        self.leases: dict[str, str] = {}  # asset name -> spec hash we hold a claim on
+        self._tasks: set[asyncio.Task] = set()
+        self._push_slots = asyncio.Semaphore(self.PUSHES)
+
+    # -- before the run: pull ----------------------------------------------------------------
+
+    async def pull_stale(self, todo: list[PlannedAsset]) -> tuple[list[AssetResult], list[PlannedAsset]]:
+        """(results of the assets pulled, the assets still to build)."""
+        slots = asyncio.Semaphore(self.PULLS)
+
+        async def one(asset: PlannedAsset) -> AssetResult | None:
+            async with slots:
+                return await self._pull(asset)
+
+        got = await asyncio.gather(*(one(a) for a in todo))
+        return [r for r in got if r is not None], [a for a, r in zip(todo, got) if r is None]
+
+    async def _pull(self, asset: PlannedAsset) -> AssetResult | None:
+        if asset.forced or asset.spec is None or not asset.spec_hash:
+            return None
+        prev = asset.previous or {}
+        common = dict(name=asset.name, model=asset.spec.model, request=asset.spec.request(),
+                      spec_hash=asset.spec_hash, reason="in the remote cache")
+        if pinned(asset) and await self.fetch_files(prev["files"], None):
+            return self._hit(AssetResult(outcome=Outcome.PULLED, files=prev["files"], task_id=prev.get("task_id"),
+                                         **common))
+        if self.frozen or self.placeholder:
+            return None
+        return await self.pull_result(asset.spec_hash, asset.spec.dims, common)
+
+    def _hit(self, result: AssetResult) -> AssetResult:
+        self.cache.stats.hits += 1
+        self.emit("pulled", result.name, {"credits": 0.0})
+        return result
+
+    async def pull_result(self, spec_hash: str, dims, common: dict) -> AssetResult | None:
+        """The asset made of the spec's result in the remote, its images downloaded and verified."""
+        record = await self.cache.find_result(spec_hash)
+        if record is None or not await self.fetch_files(record["files"], dims):
+            return None
+        from starbuild.engine.runner import named_files
+
+        files = [{"path": f".{FORMATS[f['format']]}", "sha256": f["sha256"], "bytes": f["bytes"],
+                  "width": f["width"], "height": f["height"], "format": f["format"]} for f in record["files"]]
+        credits = record.get("credits")
+        return self._hit(AssetResult(
+            outcome=Outcome.PULLED, files=named_files(common["name"], files), task_id=record.get("task_id"),
+            lock_credits=float(credits) if isinstance(credits, (int, float)) and credits >= 0 else None, **common))
+
+    async def fetch_files(self, files: list[dict], dims) -> bool:
+        """Bring every file's object into the local store: verified by sha256 (and decoded, with ``dims``)."""
+        for f in files:
+            sha = f.get("sha256")
+            if not isinstance(sha, str) or len(sha) != 64:
+                return False
+            if self.store.has(sha):
+                continue
+            tmp = await self.cache.fetch_object(sha, self.store.temp_dir())
+            if tmp is None:
+                return False
+            if dims is not False:
+                try:
+                    await asyncio.to_thread(verify_image, tmp, dims)
+                except VerifyError as exc:
+                    tmp.unlink(missing_ok=True)
+                    self.cache.report_corrupt(cas_key(sha), str(exc))
+                    return False
+            self.store.add(tmp, sha)
+        return True
+
+    # -- during the run: claim before paying -------------------------------------------------
+
+    async def before_paying(self, asset: PlannedAsset, spec_hash: str, dims, common: dict) -> AssetResult | None:
+        """A result to use instead of paying (found, or waited for), or None: pay (holding a lease if we can)."""
+        if self.placeholder or self.frozen or asset.forced:
+            return None
+        waited_since: float | None = None
+        delay, tries = 0.2, 0
+        while tries < 5:
+            found = await self.pull_result(spec_hash, dims, {**common, "reason": "in the remote cache"})
+            if found is not None:
+                return found
+            lease = await self.cache.find_lease(spec_hash)
+            now = self.cache.wall()
+            if lease is None or lease.run == self.cache.run:
+                got = await self.cache.take_lease(spec_hash, self.lease_ttl)
+                if got:
+                    self.leases[asset.name] = spec_hash
+                if got is not False:  # taken, or no lease to be had (read-only, remote failing)
+                    return None
+                tries += 1  # someone took it just now: look again
+                continue
+            if not lease.live(now):
+                if await self.cache.take_over(spec_hash, lease, self.lease_ttl):
+                    self.leases[asset.name] = spec_hash
+                    return None
+                if not self.cache.settings.writable or lease.namespace != self.cache.settings.namespace:
+                    return None
+                tries += 1
+                continue
+            if waited_since is None:
+                waited_since = time.monotonic()
+                self.cache.stats.waits += 1
+                self.emit("waiting", asset.name, {"holder": lease.holder, "task_id": lease.task_id,
+                                                  "seconds": self.cache.settings.lease_wait})
+            left = self.cache.settings.lease_wait - (time.monotonic() - waited_since)
+            if left <= 0:
+                self.cache.notes.append(f"remote cache: waited {self.cache.settings.lease_wait:g} s for "
+                                        f"{lease.holder}'s image of {asset.name}; paid for it instead")
+                return None
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 1.5, 2.0)
+        return None
+
+    def events(self, emit: Emit) -> Emit:
+        """The runner's events, also used to note task ids in our leases and drop them on failure."""
+
+        def handle(kind: str, name: str, info: dict) -> None:
+            spec_hash = self.leases.get(name)
+            if spec_hash and kind == "submitted" and info.get("task_id"):
+                self._spawn(self.cache.note_task(spec_hash, self.lease_ttl, info["task_id"]))
+            elif spec_hash and kind in ("failed", "skipped"):
+                self._spawn(self._release(name))
+            emit(kind, name, info)
+
+        return handle
+
+    # -- after each image is stored: push ----------------------------------------------------
+
+    def stored(self, spec_hash: str, record: dict[str, Any]) -> None:
+        """An image was paid for and stored: push it (never placeholders, never URLs or keys)."""
+        if record.get("placeholder") or self.placeholder or not self.cache.settings.writable:
+            return
+        self._spawn(self._push(spec_hash, record))
+
+    async def _push(self, spec_hash: str, record: dict[str, Any]) -> None:
+        async with self._push_slots:
+            try:
+                await self.push_record(spec_hash, record)
+            finally:
+                await self._release(record.get("name"))
+
+    async def push_record(self, spec_hash: str, record: dict[str, Any], sources: dict[str, Path] | None = None) -> str:
+        """Upload a stored result's images, then its record; the push_result outcome or "missing"."""
+        files = record.get("files") or []
+        for f in files:
+            path = (sources or {}).get(f["sha256"]) or self.store.path(f["sha256"])
+            if not path.is_file():
+                return "missing"
+            await self.cache.push_object(f["sha256"], path)
+        if not all(await asyncio.gather(*(self.cache.has_object(f["sha256"]) for f in files))) or not files:
+            return "skipped"  # a result is never published before its bytes
+        request = record.get("request") or {}
+        result = {"files": [{k: f[k] for k in ("sha256", "width", "height", "format", "bytes")} for f in files],
+                  "model": request.get("model"), "credits": record.get("credits"), "task_id": record.get("task_id"),
+                  "created": record.get("created") or _now(),
+                  "producer": {"holder": self.cache.holder, "run": self.cache.run}}
+        return await self.cache.push_result(spec_hash, result)
+
+    async def _release(self, name: str | None) -> None:
+        spec_hash = self.leases.pop(name, None) if name else None
+        if spec_hash:
+            await self.cache.drop_lease(spec_hash)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.cache.stats.errors += 1
+            self.cache.stats.last_error = str(task.exception())
+            log.debug("remote cache push failed", exc_info=task.exception())
+
+    async def close(self) -> None:
+        """Wait for the pushes, release what we still hold, and close the connection."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        for name in list(self.leases):
+            try:
+                await self._release(name)
+            except Exception:  # the lease expires on its own
+                pass
+        await self.cache.close()
+
+    def report_lines(self) -> list[str]:
+        return [*self.cache.notes, self.cache.summary()]
+
+
+def pinned(asset: PlannedAsset) -> bool:
+    """The lockfile already names this spec's images: fetch them by hash."""
+    prev = asset.previous or {}
+    return bool(asset.spec_hash and prev.get("spec_hash") == asset.spec_hash and prev.get("files")
+                and not prev.get("placeholder"))

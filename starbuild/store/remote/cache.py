@@ -1,0 +1,319 @@
+"""RemoteCache: the shared cache's protocol over one backend, behind a circuit breaker.
+
+Reads are verified (image bytes by sha256; result records by shape): a mismatch is a miss and is
+reported, never an error. Writes are create-only; results are written after their bytes. A
+failing remote is skipped for 30 s after 3 failures in a row, and every failure is a miss or a
+skipped write unless ``require`` makes it fatal. Nothing here knows about plans or builds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from starbuild.errors import RemoteCacheError
+from starbuild.store.remote.backend import Backend
+from starbuild.store.remote.layout import SHA_RE, ac_key, alt_key, cas_key, file_key, lease_key
+from starbuild.store.remote.settings import RemoteSettings
+
+BREAKER_FAILURES = 3
+BREAKER_SECONDS = 30.0
+FORMATS = {"png": "png", "jpeg": "jpg", "webp": "webp", "gif": "gif"}
+
+
+@dataclass
+class Stats:
+    """What one run did with the remote, for its summary line."""
+
+    hits: int = 0
+    uploads: int = 0
+    waits: int = 0
+    errors: int = 0
+    corrupt: int = 0
+    races: int = 0
+    skipped: int = 0  # calls not made while the breaker was open
+    last_error: str | None = None
+    tripped: int = 0
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A claim on a spec: who is paying for it, until when, and (once known) the task id."""
+
+    namespace: str
+    holder: str
+    run: str
+    expires: float
+    task_id: str | None
+    tag: str | None
+
+    def live(self, now: float) -> bool:
+        return now < self.expires
+
+
+class Unavailable(Exception):
+    """The breaker is open: the remote is not called for now."""
+
+
+def valid_files(files: Any) -> bool:
+    """A result record's files are well-formed (they come from a shared, untrusted place)."""
+    if not isinstance(files, list) or not files:
+        return False
+    for f in files:
+        if not (isinstance(f, dict) and isinstance(f.get("sha256"), str) and SHA_RE.match(f["sha256"])
+                and f.get("format") in FORMATS and all(isinstance(f.get(k), int) and not isinstance(f.get(k), bool)
+                                                       and f[k] > 0 for k in ("width", "height", "bytes"))):
+            return False
+    return True
+
+
+@dataclass
+class RemoteCache:
+    """One run's view of the shared cache."""
+
+    backend: Backend
+    settings: RemoteSettings
+    require: bool = False
+    holder: str = "unknown"
+    clock: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
+    run: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    stats: Stats = field(default_factory=Stats)
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._failures = 0
+        self._open_until = 0.0
+        self._corrupt: dict[str, str | None] = {}  # sha -> tag of a corrupt remote copy, replaced on push
+        self._present: set[str] = set()  # objects known to be in the remote already
+
+    # -- the breaker -------------------------------------------------------------------------
+
+    async def _call(self, fn, *args):
+        if self.clock() < self._open_until:
+            self.stats.skipped += 1
+            if self.require:
+                raise RemoteCacheError(f"the remote cache {self.settings.url} failed: {self.stats.last_error}")
+            raise Unavailable()
+        try:
+            out = await fn(*args)
+        except RemoteCacheError as exc:
+            self._failed(exc)
+            raise
+        self._failures = 0
+        return out
+
+    def _failed(self, exc: RemoteCacheError) -> None:
+        self.stats.errors += 1
+        self.stats.last_error = str(exc)
+        self._failures += 1
+        if self._failures >= BREAKER_FAILURES:
+            self._failures = 0
+            self._open_until = self.clock() + BREAKER_SECONDS
+            self.stats.tripped += 1
+
+    async def _safe(self, default, fn, *args):
+        """Call the backend; a failure is ``default`` (a miss, a skipped write) unless required."""
+        try:
+            return await self._call(fn, *args)
+        except Unavailable:
+            return default
+        except RemoteCacheError:
+            if self.require:
+                raise
+            return default
+
+    @property
+    def failed(self) -> bool:
+        return self.stats.errors > 0
+
+    async def probe(self) -> None:
+        """Reach the remote once, or raise (``--require-remote`` checks before anything is paid)."""
+        await self._call(self.backend.exists, f"{cas_key('0' * 64)}")
+
+    # -- image bytes -------------------------------------------------------------------------
+
+    async def has_object(self, sha: str) -> bool:
+        if sha in self._present:
+            return True
+        found = await self._safe(False, self.backend.exists, cas_key(sha))
+        if found:
+            self._present.add(sha)
+        return found
+
+    async def fetch_object(self, sha: str, tmp_dir: Path) -> Path | None:
+        """Download an image by hash into a temp file, verified; None on a miss or a corrupt copy."""
+        blob = await self._safe(None, self.backend.get, cas_key(sha))
+        if blob is None:
+            return None
+        if hashlib.sha256(blob.data).hexdigest() != sha:
+            self._corrupt[sha] = blob.tag
+            self.report_corrupt(cas_key(sha), "its bytes do not match their sha256")
+            return None
+        self._present.add(sha)
+        tmp = tmp_dir / f"remote-{uuid.uuid4().hex}"
+        tmp.write_bytes(blob.data)
+        return tmp
+
+    def report_corrupt(self, key: str, why: str) -> None:
+        self.stats.corrupt += 1
+        self.notes.append(f"remote cache: {key} is corrupt ({why}); not used")
+
+    async def push_object(self, sha: str, path: Path) -> bool:
+        """Upload an image unless the remote has it; a copy found corrupt is replaced. True if uploaded."""
+        if not self.settings.writable or sha in self._present:
+            return False
+        if sha in self._corrupt:
+            tag = self._corrupt.pop(sha)
+            data = path.read_bytes()
+            done = await self._safe(False, self.backend.replace, cas_key(sha), data, tag) if tag else \
+                await self._safe(False, self.backend.overwrite, cas_key(sha), data) is None
+        elif await self.has_object(sha):
+            return False
+        else:
+            done = await self._safe(False, self.backend.create, cas_key(sha), path.read_bytes())
+        if done:
+            self._present.add(sha)
+            self.stats.uploads += 1
+        return bool(done)
+
+    # -- results -----------------------------------------------------------------------------
+
+    async def find_result(self, spec_hash: str) -> dict | None:
+        """The result of a spec in this build's namespace, else in the namespaces it reads."""
+        for ns in self.settings.namespaces:
+            blob = await self._safe(None, self.backend.get, ac_key(ns, spec_hash))
+            if blob is None:
+                continue
+            record = self._parse_result(blob.data, spec_hash)
+            if record is None:
+                self.report_corrupt(ac_key(ns, spec_hash), "not a valid result record")
+                continue
+            return {**record, "namespace": ns}
+        return None
+
+    @staticmethod
+    def _parse_result(data: bytes, spec_hash: str) -> dict | None:
+        try:
+            record = json.loads(data)
+        except ValueError:
+            return None
+        if not isinstance(record, dict) or record.get("spec_hash") != spec_hash or not valid_files(record.get("files")):
+            return None
+        return record
+
+    async def has_result(self, spec_hash: str) -> bool:
+        for ns in self.settings.namespaces:
+            if await self._safe(False, self.backend.exists, ac_key(ns, spec_hash)):
+                return True
+        return False
+
+    async def push_result(self, spec_hash: str, record: dict) -> str:
+        """Publish a result (its bytes first): "new", "same", "alt" (a race paid twice) or "skipped"."""
+        if not self.settings.writable:
+            return "skipped"
+        ns = self.settings.namespace
+        data = json.dumps({**record, "spec_hash": spec_hash}, sort_keys=True, indent=1).encode()
+        created = await self._safe(None, self.backend.create, ac_key(ns, spec_hash), data)
+        if created is None:
+            return "skipped"
+        if created:
+            return "new"
+        theirs = await self._safe(None, self.backend.get, ac_key(ns, spec_hash))
+        mine = [f["sha256"] for f in record["files"]]
+        parsed = self._parse_result(theirs.data, spec_hash) if theirs else None
+        if parsed is not None and [f["sha256"] for f in parsed["files"]] == mine:
+            return "same"
+        if parsed is None and theirs is not None:  # a corrupt record: the good one takes its place
+            ok = await self._safe(False, self.backend.replace, ac_key(ns, spec_hash), data, theirs.tag)
+            return "new" if ok else "skipped"
+        key = alt_key(ns, spec_hash, mine[0])
+        await self._safe(None, self.backend.create, key, data)
+        self.stats.races += 1
+        self.notes.append(f"remote cache: spec {spec_hash[:12]} was paid for twice by a race; both images are "
+                          f"kept (the second at {key})")
+        return "alt"
+
+    # -- leases ------------------------------------------------------------------------------
+
+    def _lease_data(self, spec_hash: str, ttl: float, task_id: str | None) -> bytes:
+        now = self.wall()
+        return json.dumps({"holder": self.holder, "run": self.run, "spec_hash": spec_hash, "created": now,
+                           "expires": now + ttl, "task_id": task_id}, sort_keys=True).encode()
+
+    async def find_lease(self, spec_hash: str) -> Lease | None:
+        """A claim on the spec in any namespace this build reads (its own first)."""
+        for ns in self.settings.namespaces:
+            blob = await self._safe(None, self.backend.get, lease_key(ns, spec_hash))
+            if blob is None:
+                continue
+            try:
+                rec = json.loads(blob.data)
+                return Lease(ns, str(rec["holder"]), str(rec["run"]), float(rec["expires"]), rec.get("task_id"),
+                             blob.tag)
+            except (ValueError, KeyError, TypeError):
+                return Lease(ns, "?", "?", 0.0, None, blob.tag)  # unreadable: treated as expired
+        return None
+
+    async def take_lease(self, spec_hash: str, ttl: float) -> bool | None:
+        """Claim a spec (create-only): True, False when someone else holds it, None when the remote failed."""
+        if not self.settings.writable:
+            return None
+        return await self._safe(None, self.backend.create, lease_key(self.settings.namespace, spec_hash),
+                                self._lease_data(spec_hash, ttl, None))
+
+    async def take_over(self, spec_hash: str, lease: Lease, ttl: float) -> bool:
+        """Replace an expired claim, only if nobody else replaced it first."""
+        if not self.settings.writable or lease.namespace != self.settings.namespace or lease.tag is None:
+            return False
+        return bool(await self._safe(False, self.backend.replace, lease_key(lease.namespace, spec_hash),
+                                     self._lease_data(spec_hash, ttl, None), lease.tag))
+
+    async def note_task(self, spec_hash: str, ttl: float, task_id: str) -> None:
+        """Add the task id to our claim once the API has accepted the task."""
+        lease = await self.find_lease(spec_hash)
+        if lease is not None and lease.run == self.run and lease.tag:
+            await self._safe(False, self.backend.replace, lease_key(lease.namespace, spec_hash),
+                             self._lease_data(spec_hash, ttl, task_id), lease.tag)
+
+    async def drop_lease(self, spec_hash: str) -> None:
+        """Release our claim (after the result is published, or when we gave up)."""
+        lease = await self.find_lease(spec_hash)
+        if lease is not None and lease.run == self.run and lease.namespace == self.settings.namespace:
+            await self._safe(None, self.backend.delete, lease_key(lease.namespace, spec_hash))
+
+    # -- small files of other features -------------------------------------------------------
+
+    async def put_file(self, name: str, data: bytes) -> bool:
+        """Write a small file under ``v1/files/NAME`` (overwriting); False when read-only or failing."""
+        if not self.settings.writable:
+            return False
+        return await self._safe(False, self.backend.overwrite, file_key(name), data) is None
+
+    async def get_file(self, name: str) -> bytes | None:
+        blob = await self._safe(None, self.backend.get, file_key(name))
+        return blob.data if blob else None
+
+    async def list_files(self, prefix: str = "") -> list[str]:
+        base = file_key(prefix.strip("/")) if prefix.strip("/") else "v1/files"
+        keys = await self._safe([], self.backend.list, base)
+        return [k.removeprefix("v1/files/") for k in keys]
+
+    # -- the end -----------------------------------------------------------------------------
+
+    def summary(self) -> str:
+        s = self.stats
+        line = (f"remote cache: {s.hits} hits, {s.uploads} uploads, {s.waits} waits, {s.errors} errors; "
+                f"mode {self.settings.mode}, namespace {self.settings.namespace}")
+        if s.errors:
+            skipped = f"; skipped for {BREAKER_SECONDS:g} s after {BREAKER_FAILURES} failures" if s.tripped else ""
+            line += f"; the remote failed ({s.last_error}){skipped}"
+        return line
+
+    async def close(self) -> None:
+        await self.backend.close()
