@@ -69,11 +69,17 @@ def asset_dir(project: Project) -> AssetDir:
 
 
 def plan_project(project: Project, *, placeholder: bool = False, force=(), select=(), env=None,
-                 specs=None) -> Plan:
-    """The plan for a project against its own lockfile and what is on disk."""
+                 specs=None, remote: bool = True) -> Plan:
+    """The plan for a project against its own lockfile, what is on disk, and the remote cache if any."""
     lock = read_lock(project.root / LOCK_NAME)
     have = _have_files(ObjectStore(cache_dir(project, env)), asset_dir(project))
-    return make_plan(project, lock, placeholder=placeholder, force=force, select=select, have=have, specs=specs)
+    plan = make_plan(project, lock, placeholder=placeholder, force=force, select=select, have=have, specs=specs)
+    if project.config.cache.remote is not None and remote and not placeholder:
+        from starbuild.engine.remote_ops import remote_hits
+        from starbuild.plan.planner import mark_in_remote
+
+        mark_in_remote(plan, remote_hits(project, plan, env))
+    return plan
 
 
 def _have_files(store: ObjectStore, assets: AssetDir) -> Callable[[dict], bool]:

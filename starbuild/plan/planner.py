@@ -179,6 +179,13 @@ def make_plan(project: Project, lock: Lock, *, placeholder: bool = False, force:
     return plan
 
 
+def mark_in_remote(plan: Plan, names: set[str]) -> None:
+    """Stale assets the shared remote cache holds: a build pulls them for 0 credits."""
+    for a in plan.assets:
+        if a.name in names and a.stale:
+            a.reason, a.credits = "in the remote cache", 0.0
+
+
 def _parents(spec: GenerationSpec) -> list[str]:
     refs = spec.inputs + ((spec.mask,) if spec.mask else ())
     return [r.ref for r in refs if r.kind == "asset"]

@@ -168,15 +168,20 @@ class RemoteCache:
         """Upload an image unless the remote has it; a copy found corrupt is replaced. True if uploaded."""
         if not self.settings.writable or sha in self._present:
             return False
+        if sha not in self._corrupt and await self.has_object(sha):
+            return False
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != sha:  # never publish a damaged local copy
+            self.notes.append(f"remote cache: the local copy of {sha[:12]} is damaged; not pushed")
+            return False
         if sha in self._corrupt:
             tag = self._corrupt.pop(sha)
-            data = path.read_bytes()
-            done = await self._safe(False, self.backend.replace, cas_key(sha), data, tag) if tag else \
-                await self._safe(False, self.backend.overwrite, cas_key(sha), data) is None
-        elif await self.has_object(sha):
-            return False
+            if tag:
+                done = await self._safe(False, self.backend.replace, cas_key(sha), data, tag)
+            else:
+                done = await self._safe(False, self.backend.overwrite, cas_key(sha), data) is None
         else:
-            done = await self._safe(False, self.backend.create, cas_key(sha), path.read_bytes())
+            done = await self._safe(False, self.backend.create, cas_key(sha), data)
         if done:
             self._present.add(sha)
             self.stats.uploads += 1
