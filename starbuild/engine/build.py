@@ -336,6 +336,8 @@ def publish(project: Project, lock: Lock, plan: Plan, results: list[AssetResult]
             if src.is_file():
                 files.append((f["path"], src))
     number = max([lock.asset_version, *assets.versions()], default=0) + 1
+    if new_assets == lock.assets and lock.asset_version and lock.asset_version not in assets.versions():
+        number = lock.asset_version  # a fresh clone restored as locked: same version, same lockfile
     manifest = {"asset_version": number, "created": _now(), "assets": new_assets}
     assets.publish(number, files, manifest)
     write_lock(project.root / LOCK_NAME, Lock(asset_version=number, assets=new_assets))
