@@ -65,6 +65,7 @@ class BuildRemote:
         self.lease_ttl = lease_ttl
         self.emit = emit
         self.leases: dict[str, str] = {}  # asset name -> spec hash we hold a claim on
+        self._noting: dict[str, asyncio.Task] = {}  # asset name -> the update of its lease with the task id
         self._tasks: set[asyncio.Task] = set()
         self._push_slots = asyncio.Semaphore(self.PUSHES)
 
@@ -184,7 +185,7 @@ class BuildRemote:
         def handle(kind: str, name: str, info: dict) -> None:
             spec_hash = self.leases.get(name)
             if spec_hash and kind == "submitted" and info.get("task_id"):
-                self._spawn(self.cache.note_task(spec_hash, self.lease_ttl, info["task_id"]))
+                self._noting[name] = self._spawn(self.cache.note_task(spec_hash, self.lease_ttl, info["task_id"]))
             elif spec_hash and kind in ("failed", "skipped"):
                 self._spawn(self._release(name))
             emit(kind, name, info)
@@ -225,13 +226,17 @@ class BuildRemote:
 
     async def _release(self, name: str | None) -> None:
         spec_hash = self.leases.pop(name, None) if name else None
+        noting = self._noting.pop(name, None) if name else None
+        if noting is not None:
+            await asyncio.gather(noting, return_exceptions=True)  # never let it write the lease back
         if spec_hash:
             await self.cache.drop_lease(spec_hash)
 
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._done)
+        return task
 
     def _done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)

@@ -157,10 +157,24 @@ class FileBackend:
         return False
 
     async def delete(self, key: str) -> None:
+        await asyncio.to_thread(self._delete, key)
+
+    def _delete(self, key: str) -> None:
+        path = self._path(key)
+        lock = path.with_name(path.name + ".swap")
+        locked = False
+        for _ in range(50):  # not in the middle of a swap, which could write it back
+            locked = self._lock(lock)
+            if locked:
+                break
+            time.sleep(0.01)
         try:
-            await asyncio.to_thread(self._path(key).unlink, True)
+            path.unlink(missing_ok=True)
         except OSError as exc:
             raise RemoteCacheError(f"{self.url}: cannot delete {key}: {exc.strerror or exc}") from None
+        finally:
+            if locked:
+                lock.unlink(missing_ok=True)
 
     async def list(self, prefix: str) -> list[str]:
         return await asyncio.to_thread(self._list, prefix)
