@@ -42,9 +42,10 @@ class Bucket:
         return f"s3://{self.name}/team"
 
     def client(self):
-        import boto3
+        import boto3.session
 
-        return boto3.client("s3", endpoint_url=self.endpoint, region_name=AWS["AWS_REGION"],
+        # A session of its own, with the test's keys: the default one would read AWS_PROFILE.
+        return boto3.session.Session(botocore_session=None, profile_name=None).client("s3", endpoint_url=self.endpoint, region_name=AWS["AWS_REGION"],
                             aws_access_key_id=AWS["AWS_ACCESS_KEY_ID"],
                             aws_secret_access_key=AWS["AWS_SECRET_ACCESS_KEY"])
 

@@ -75,20 +75,29 @@ class S3Backend:
             config["region"] = region
         options = {"timeout": TIMEOUT, "connect_timeout": CONNECT_TIMEOUT,
                    "allow_http": bool(endpoint and endpoint.startswith("http://"))}
+        self._broken: RemoteCacheError | None = None
         try:
             self._store = S3Store(parts.netloc, prefix=parts.path.strip("/") or None, config=config,
                                   client_options=options, retry_config=RETRY,
                                   credential_provider=_credential_provider(env))
-        except Exception as exc:  # obstore raises its own errors for a bad configuration
-            raise RemoteCacheError(f"{self.url}: {_short(exc)}") from None
+        except Exception as exc:  # a bad profile or configuration: every call fails, like an outage
+            self._store = None
+            self._broken = RemoteCacheError(f"{self.url}: {_short(exc)}")
 
     def _fail(self, op: str, key: str, exc: BaseException) -> RemoteCacheError:
+        if isinstance(exc, RemoteCacheError):
+            return exc
         return RemoteCacheError(f"{self.url}: {op} {key}: {_short(exc)}")
+
+    def _check(self) -> None:
+        if self._broken is not None:
+            raise self._broken
 
     async def get(self, key: str) -> Blob | None:
         import obstore
 
         try:
+            self._check()
             result = await obstore.get_async(self._store, key)
             data = bytes(await result.bytes_async())
         except FileNotFoundError:
@@ -101,6 +110,7 @@ class S3Backend:
         import obstore
 
         try:
+            self._check()
             await obstore.head_async(self._store, key)
             return True
         except FileNotFoundError:
@@ -113,6 +123,7 @@ class S3Backend:
         from obstore.exceptions import AlreadyExistsError, PreconditionError
 
         try:
+            self._check()
             await obstore.put_async(self._store, key, data, mode="create")
             return True
         except (AlreadyExistsError, PreconditionError):
@@ -125,6 +136,7 @@ class S3Backend:
         from obstore.exceptions import AlreadyExistsError, PreconditionError
 
         try:
+            self._check()
             await obstore.put_async(self._store, key, data, mode={"e_tag": tag})
             return True
         except (AlreadyExistsError, PreconditionError, FileNotFoundError):
@@ -136,6 +148,7 @@ class S3Backend:
         import obstore
 
         try:
+            self._check()
             await obstore.put_async(self._store, key, data, mode="overwrite")
         except Exception as exc:
             raise self._fail("write", key, exc) from None
@@ -144,6 +157,7 @@ class S3Backend:
         import obstore
 
         try:
+            self._check()
             await obstore.delete_async(self._store, key)
         except FileNotFoundError:
             return
@@ -154,6 +168,7 @@ class S3Backend:
         import obstore
 
         try:
+            self._check()
             chunks = await obstore.list(self._store, prefix=prefix).collect_async()
         except Exception as exc:
             raise self._fail("list", prefix, exc) from None
