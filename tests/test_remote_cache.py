@@ -50,6 +50,9 @@ def test_remote_fresh_clone_builds_with_zero_submissions_byte_identical(tmp_path
     assert len(em.ledger) == 4
     assert len([k for k in bucket.keys() if "/cas/" in k]) == 4 and len([k for k in bucket.keys() if "/ac/" in k]) == 4
     assert not [k for k in bucket.keys() if "/lease/" in k]  # released once the results are published
+    for key in bucket.keys():  # neither the key nor a result link is ever pushed
+        data = bucket.get(key)
+        assert KEY.encode() not in data and b"starmagic.emulator" not in data and b"http" not in data, key
 
     clone = _clone(first, tmp_path / "b")
     monkeypatch.setenv("STARBUILD_CACHE_DIR", str(tmp_path / "cache-b"))

@@ -155,6 +155,23 @@ def test_build_waits_for_a_live_lease_and_publishes_the_result(tmp_path, monkeyp
     assert "1 hits, 0 uploads, 1 waits, 0 errors" in report.notes[-1]
 
 
+def test_cache_status_shows_what_would_be_pulled_waited_for_or_paid(tmp_path, monkeypatch):
+    done, teammate = _prepared(tmp_path, monkeypatch)
+    shared = tmp_path / "shared"
+    me = Project(tmp_path / "me")
+    me.config(matrix_config(3, extra=_remote_config(shared)))
+    hashes = me.hashes()
+    shutil.copytree(done / "v1", shared / "v1")  # icons/i0 is in the remote
+    _plant_lease(shared, hashes["icons/i1"], time.time() + 120)  # icons/i1 is being made
+    res = me.run("cache", "status", "--json")
+    assert res.exit_code == 0, res.stderr
+    actions = {a["name"]: a["action"] for a in res.json["assets"]}
+    assert actions == {"icons/i0": "pull", "icons/i1": "wait", "icons/i2": "pay"}
+    assert res.json["summary"] == {"local": 0, "pull": 1, "wait": 1, "pay": 1, "credits": 0.11}
+    text = me.run("cache", "status").stdout
+    assert "wait  icons/i1  (being made by ana@laptop" in text
+
+
 def test_build_takes_over_an_expired_lease_and_pays_once(tmp_path, monkeypatch):
     monkeypatch.setenv("STARBUILD_CACHE_DIR", str(tmp_path / "cache"))
     shared = tmp_path / "shared"
