@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -21,7 +22,7 @@ from starbuild.engine.verify import verify_image
 from starbuild.errors import UsageError, VerifyError
 from starbuild.plan.planner import PlannedAsset
 from starbuild.store.objects import ObjectStore
-from starbuild.store.remote.cache import FORMATS, RemoteCache
+from starbuild.store.remote.cache import FORMATS, Lease, RemoteCache
 from starbuild.store.remote.layout import cas_key
 
 log = logging.getLogger("starbuild")
@@ -54,7 +55,7 @@ class BuildRemote:
     """The remote cache's part in one build."""
 
     PULLS = 16   # downloads at once
-    PUSHES = 8   # uploads at once
+    PUSHES = 16  # uploads at once
 
     def __init__(self, cache: RemoteCache, store: ObjectStore, *, placeholder: bool, frozen: bool,
                  lease_ttl: float, emit: Emit):
@@ -138,46 +139,75 @@ class BuildRemote:
     # -- during the run: claim before paying -------------------------------------------------
 
     async def before_paying(self, asset: PlannedAsset, spec_hash: str, dims, common: dict) -> AssetResult | None:
-        """A result to use instead of paying (found, or waited for), or None: pay (holding a lease if we can)."""
+        """A result to use instead of paying (found, or waited for), or None: pay (holding a lease if we can).
+
+        Claim first (one create-only write), then look for a result published just before the claim:
+        two requests for the usual new image. A claim held by someone else is waited for.
+        """
         if self.placeholder or self.frozen or asset.forced:
             return None
-        waited_since: float | None = None
-        delay, tries = 0.2, 0
-        while tries < 5:
-            found = await self.pull_result(spec_hash, dims, {**common, "reason": "in the remote cache"})
+        wait = _Wait(self.cache.settings.lease_wait)
+        for _ in range(5):
+            lease = None
+            if self.cache.settings.writable:
+                got = await self.cache.take_lease(spec_hash, self.lease_ttl)
+                if got is not False:
+                    return await self._claimed(asset.name, spec_hash, dims, common, bool(got))
+                lease = await self.cache.find_lease(spec_hash)
+            found = await self.pull_result(spec_hash, dims, common)
+            if found is not None:
+                return found
+            lease = lease or await self.cache.find_lease(spec_hash)
+            if lease is None:
+                if not self.cache.settings.writable:
+                    return None  # read-only: nobody to wait for, no claim to take
+            elif not lease.live(self.cache.wall()):
+                if await self.cache.take_over(spec_hash, lease, self.lease_ttl):
+                    return await self._claimed(asset.name, spec_hash, dims, common, True)
+                if not self.cache.settings.writable or lease.namespace != self.cache.settings.namespace:
+                    return None
+            else:
+                found = await self._wait_for(asset.name, spec_hash, dims, common, lease, wait)
+                if found is not None or wait.gave_up:
+                    return found
+        return None
+
+    async def _wait_for(self, name: str, spec_hash: str, dims, common: dict, lease: Lease | None,
+                        wait: "_Wait") -> AssetResult | None:
+        """Wait while a teammate's claim is live: their result, or None (claim gone, or we gave up)."""
+        while lease is not None and lease.live(self.cache.wall()):
+            if not await self._wait(name, lease, wait):
+                wait.gave_up = True
+                return None
+            found = await self.pull_result(spec_hash, dims, common)
             if found is not None:
                 return found
             lease = await self.cache.find_lease(spec_hash)
-            now = self.cache.wall()
-            if lease is None or lease.run == self.cache.run:
-                got = await self.cache.take_lease(spec_hash, self.lease_ttl)
-                if got:
-                    self.leases[asset.name] = spec_hash
-                if got is not False:  # taken, or no lease to be had (read-only, remote failing)
-                    return None
-                tries += 1  # someone took it just now: look again
-                continue
-            if not lease.live(now):
-                if await self.cache.take_over(spec_hash, lease, self.lease_ttl):
-                    self.leases[asset.name] = spec_hash
-                    return None
-                if not self.cache.settings.writable or lease.namespace != self.cache.settings.namespace:
-                    return None
-                tries += 1
-                continue
-            if waited_since is None:
-                waited_since = time.monotonic()
-                self.cache.stats.waits += 1
-                self.emit("waiting", asset.name, {"holder": lease.holder, "task_id": lease.task_id,
-                                                  "seconds": self.cache.settings.lease_wait})
-            left = self.cache.settings.lease_wait - (time.monotonic() - waited_since)
-            if left <= 0:
-                self.cache.notes.append(f"remote cache: waited {self.cache.settings.lease_wait:g} s for "
-                                        f"{lease.holder}'s image of {asset.name}; paid for it instead")
-                return None
-            await asyncio.sleep(min(delay, left))
-            delay = min(delay * 1.5, 2.0)
         return None
+
+    async def _claimed(self, name: str, spec_hash: str, dims, common: dict, held: bool) -> AssetResult | None:
+        """After a claim (or when none could be had): a result published just before it, else pay."""
+        found = await self.pull_result(spec_hash, dims, common)
+        if held:
+            self.leases[name] = spec_hash
+            if found is not None:
+                await self._release(name)
+        return found
+
+    async def _wait(self, name: str, lease: Lease, wait: "_Wait") -> bool:
+        """Wait a little for a teammate's live lease; False once lease_wait has passed."""
+        if wait.started is None:
+            wait.started = time.monotonic()
+            self.cache.stats.waits += 1
+            self.emit("waiting", name, {"holder": lease.holder, "task_id": lease.task_id, "seconds": wait.limit})
+        left = wait.limit - (time.monotonic() - wait.started)
+        if left <= 0:
+            self.cache.notes.append(f"remote cache: waited {wait.limit:g} s for {lease.holder}'s image of {name}; "
+                                    "paid for it instead")
+            return False
+        await asyncio.sleep(min(wait.delay, left))
+        wait.delay = min(wait.delay * 1.5, 2.0)
+        return True
 
     def events(self, emit: Emit) -> Emit:
         """The runner's events, also used to note task ids in our leases and drop them on failure."""
@@ -214,7 +244,7 @@ class BuildRemote:
             path = (sources or {}).get(f["sha256"]) or self.store.path(f["sha256"])
             if not path.is_file():
                 return "missing"
-            await self.cache.push_object(f["sha256"], path)
+            await self.cache.push_object(f["sha256"], path, check=sources is not None)
         if not all(await asyncio.gather(*(self.cache.has_object(f["sha256"]) for f in files))) or not files:
             return "skipped"  # a result is never published before its bytes
         request = record.get("request") or {}
@@ -258,6 +288,16 @@ class BuildRemote:
 
     def report_lines(self) -> list[str]:
         return [*self.cache.notes, self.cache.summary()]
+
+
+@dataclass
+class _Wait:
+    """How long one asset has waited for a teammate's lease."""
+
+    limit: float
+    started: float | None = None
+    delay: float = 0.2
+    gave_up: bool = False
 
 
 def pinned(asset: PlannedAsset) -> bool:

@@ -164,11 +164,15 @@ class RemoteCache:
         self.stats.corrupt += 1
         self.notes.append(f"remote cache: {key} is corrupt ({why}); not used")
 
-    async def push_object(self, sha: str, path: Path) -> bool:
-        """Upload an image unless the remote has it; a copy found corrupt is replaced. True if uploaded."""
+    async def push_object(self, sha: str, path: Path, check: bool = True) -> bool:
+        """Upload an image unless the remote has it; a copy found corrupt is replaced. True if uploaded.
+
+        ``check=False`` skips looking first: right for an image just paid for, which is almost never
+        there (and a create-only write refuses it if it is).
+        """
         if not self.settings.writable or sha in self._present:
             return False
-        if sha not in self._corrupt and await self.has_object(sha):
+        if check and sha not in self._corrupt and await self.has_object(sha):
             return False
         data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() != sha:  # never publish a damaged local copy
@@ -181,7 +185,10 @@ class RemoteCache:
             else:
                 done = await self._safe(False, self.backend.overwrite, cas_key(sha), data) is None
         else:
-            done = await self._safe(False, self.backend.create, cas_key(sha), data)
+            done = await self._safe(None, self.backend.create, cas_key(sha), data)
+            if done is False:  # it was there already
+                self._present.add(sha)
+                return False
         if done:
             self._present.add(sha)
             self.stats.uploads += 1

@@ -57,32 +57,39 @@ class S3Backend:
     """One bucket and prefix on an S3-compatible store."""
 
     def __init__(self, url: str, endpoint: str | None, env: dict[str, str]):
-        from obstore.store import S3Store
-
-        parts = urlsplit(url)
         self.url = url.rstrip("/")
-        endpoint = endpoint or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
-        config: dict = {}
-        if endpoint:
+        self._endpoint = endpoint or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+        self._env = env
+        self._opened = None
+        self._broken: RemoteCacheError | None = None
+        if self._endpoint:
             from starbuild.config.cache import check_endpoint
 
             try:
-                config["endpoint"] = check_endpoint(endpoint)
+                self._endpoint = check_endpoint(self._endpoint)
             except ValueError as exc:
                 raise ConfigError(f"AWS_ENDPOINT_URL: {exc}") from None
-        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
-        if region:
-            config["region"] = region
-        options = {"timeout": TIMEOUT, "connect_timeout": CONNECT_TIMEOUT,
-                   "allow_http": bool(endpoint and endpoint.startswith("http://"))}
-        self._broken: RemoteCacheError | None = None
-        try:
-            self._store = S3Store(parts.netloc, prefix=parts.path.strip("/") or None, config=config,
-                                  client_options=options, retry_config=RETRY,
-                                  credential_provider=_credential_provider(env))
-        except Exception as exc:  # a bad profile or configuration: every call fails, like an outage
-            self._store = None
-            self._broken = RemoteCacheError(f"{self.url}: {_short(exc)}")
+
+    @property
+    def _store(self):
+        """The obstore client, made on first use: a build with nothing stale never loads it."""
+        if self._opened is None and self._broken is None:
+            from obstore.store import S3Store
+
+            parts = urlsplit(self.url)
+            config: dict = {"endpoint": self._endpoint} if self._endpoint else {}
+            region = self._env.get("AWS_REGION") or self._env.get("AWS_DEFAULT_REGION")
+            if region:
+                config["region"] = region
+            options = {"timeout": TIMEOUT, "connect_timeout": CONNECT_TIMEOUT,
+                       "allow_http": bool(self._endpoint and self._endpoint.startswith("http://"))}
+            try:
+                self._opened = S3Store(parts.netloc, prefix=parts.path.strip("/") or None, config=config,
+                                       client_options=options, retry_config=RETRY,
+                                       credential_provider=_credential_provider(self._env))
+            except Exception as exc:  # a bad profile or configuration: every call fails, like an outage
+                self._broken = RemoteCacheError(f"{self.url}: {_short(exc)}")
+        return self._opened
 
     def _fail(self, op: str, key: str, exc: BaseException) -> RemoteCacheError:
         if isinstance(exc, RemoteCacheError):
@@ -90,7 +97,7 @@ class S3Backend:
         return RemoteCacheError(f"{self.url}: {op} {key}: {_short(exc)}")
 
     def _check(self) -> None:
-        if self._broken is not None:
+        if self._store is None and self._broken is not None:
             raise self._broken
 
     async def get(self, key: str) -> Blob | None:
@@ -177,4 +184,4 @@ class S3Backend:
     async def close(self) -> None:
         # Dropping the store here, not at interpreter exit, lets its connection pool shut down
         # while the runtime is still alive.
-        self._store = None
+        self._opened = None
