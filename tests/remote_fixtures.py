@@ -45,9 +45,10 @@ class Bucket:
         import boto3.session
 
         # A session of its own, with the test's keys: the default one would read AWS_PROFILE.
-        return boto3.session.Session(botocore_session=None, profile_name=None).client("s3", endpoint_url=self.endpoint, region_name=AWS["AWS_REGION"],
-                            aws_access_key_id=AWS["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=AWS["AWS_SECRET_ACCESS_KEY"])
+        session = boto3.session.Session(aws_access_key_id=AWS["AWS_ACCESS_KEY_ID"],
+                                        aws_secret_access_key=AWS["AWS_SECRET_ACCESS_KEY"],
+                                        region_name=AWS["AWS_REGION"])
+        return session.client("s3", endpoint_url=self.endpoint)
 
     def keys(self, prefix: str = "team/") -> list[str]:
         out = self.client().list_objects_v2(Bucket=self.name, Prefix=prefix)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -111,9 +112,11 @@ class BuildRemote:
         files = [{"path": f".{FORMATS[f['format']]}", "sha256": f["sha256"], "bytes": f["bytes"],
                   "width": f["width"], "height": f["height"], "format": f["format"]} for f in record["files"]]
         credits = record.get("credits")
+        known = isinstance(credits, (int, float)) and not isinstance(credits, bool) and math.isfinite(credits) \
+            and credits >= 0
         return self._hit(AssetResult(
             outcome=Outcome.PULLED, files=named_files(common["name"], files), task_id=record.get("task_id"),
-            lock_credits=float(credits) if isinstance(credits, (int, float)) and credits >= 0 else None, **common))
+            lock_credits=float(credits) if known else None, **{**common, "reason": "in the remote cache"}))
 
     async def fetch_files(self, files: list[dict], dims) -> bool:
         """Bring every file's object into the local store: verified by sha256 (and decoded, with ``dims``)."""

@@ -46,7 +46,8 @@ def open_backend(settings: RemoteSettings, env: dict[str, str]):
     return S3Backend(settings.url, settings.endpoint, env)
 
 
-def open_remote(project: "Project", env: dict[str, str] | None = None, *, require: bool = False) -> "RemoteCache | None":
+def open_remote(project: "Project", env: dict[str, str] | None = None, *,
+                require: bool = False) -> "RemoteCache | None":
     """The remote cache of a run of this project, or None (not configured, or mode off)."""
     from starbuild.store.remote.cache import RemoteCache
 

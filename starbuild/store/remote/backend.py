@@ -28,6 +28,13 @@ class Blob:
     tag: str | None
 
 
+@dataclass(frozen=True)
+class Written:
+    """A write that happened, and the tag of the version it made."""
+
+    tag: str | None
+
+
 class Backend(Protocol):
     """What the remote cache needs of a store."""
 
@@ -37,11 +44,14 @@ class Backend(Protocol):
 
     async def exists(self, key: str) -> bool: ...
 
-    async def create(self, key: str, data: bytes) -> bool:
-        """Write only if nothing is there; False when something already is."""
+    async def download(self, key: str, dest: Path) -> tuple[bool, str | None]:
+        """Stream an object into a file: (found, its tag); large images never sit in memory whole."""
 
-    async def replace(self, key: str, data: bytes, tag: str) -> bool:
-        """Write only if the object is still the version ``tag``; False when it changed."""
+    async def create(self, key: str, data: bytes) -> Written | None:
+        """Write only if nothing is there; None when something already is."""
+
+    async def replace(self, key: str, data: bytes, tag: str) -> Written | None:
+        """Write only if the object is still the version ``tag``; None when it changed."""
 
     async def overwrite(self, key: str, data: bytes) -> None: ...
 
@@ -83,17 +93,35 @@ class FileBackend:
     async def exists(self, key: str) -> bool:
         return await asyncio.to_thread(self._path(key).is_file)
 
-    async def create(self, key: str, data: bytes) -> bool:
+    async def download(self, key: str, dest: Path) -> tuple[bool, str | None]:
+        return await asyncio.to_thread(self._download, key, dest)
+
+    def _download(self, key: str, dest: Path) -> tuple[bool, str | None]:
+        digest = hashlib.sha256()
+        try:
+            with open(self._path(key), "rb") as src, open(dest, "wb") as out:
+                while chunk := src.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+        except FileNotFoundError:
+            dest.unlink(missing_ok=True)
+            return False, None
+        except OSError as exc:
+            dest.unlink(missing_ok=True)
+            raise RemoteCacheError(f"{self.url}: cannot read {key}: {exc.strerror or exc}") from None
+        return True, digest.hexdigest()
+
+    async def create(self, key: str, data: bytes) -> Written | None:
         return await asyncio.to_thread(self._create, key, data)
 
-    def _create(self, key: str, data: bytes) -> bool:
+    def _create(self, key: str, data: bytes) -> Written | None:
         dest = self._path(key)
         tmp = self._temp(dest, data)
         try:
             os.link(tmp, dest)  # atomic and exclusive, also on network file systems
-            return True
+            return Written(_tag(data))
         except FileExistsError:
-            return False
+            return None
         except OSError as exc:
             raise RemoteCacheError(f"{self.url}: cannot write {key}: {exc.strerror or exc}") from None
         finally:
@@ -123,19 +151,19 @@ class FileBackend:
             tmp.unlink(missing_ok=True)
             raise RemoteCacheError(f"{self.url}: cannot write {key}: {exc.strerror or exc}") from None
 
-    async def replace(self, key: str, data: bytes, tag: str) -> bool:
+    async def replace(self, key: str, data: bytes, tag: str) -> Written | None:
         return await asyncio.to_thread(self._replace, key, data, tag)
 
-    def _replace(self, key: str, data: bytes, tag: str) -> bool:
+    def _replace(self, key: str, data: bytes, tag: str) -> Written | None:
         lock = self._path(key).with_name(self._path(key).name + ".swap")
         if not self._lock(lock):
-            return False
+            return None
         try:
             current = self._get(key)
             if current is None or current.tag != tag:
-                return False
+                return None
             self._overwrite(key, data)
-            return True
+            return Written(_tag(data))
         finally:
             lock.unlink(missing_ok=True)
 

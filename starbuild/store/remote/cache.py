@@ -8,6 +8,7 @@ skipped write unless ``require`` makes it fatal. Nothing here knows about plans 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -21,6 +22,7 @@ from starbuild.store.remote.backend import Backend
 from starbuild.store.remote.layout import SHA_RE, ac_key, alt_key, cas_key, file_key, lease_key
 from starbuild.store.remote.settings import RemoteSettings
 
+FAILED = object()  # what a call that failed (or was skipped) returns where None means something else
 BREAKER_FAILURES = 3
 BREAKER_SECONDS = 30.0
 FORMATS = {"png": "png", "jpeg": "jpg", "webp": "webp", "gif": "gif"}
@@ -54,6 +56,14 @@ class Lease:
 
     def live(self, now: float) -> bool:
         return now < self.expires
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class Unavailable(Exception):
@@ -91,6 +101,7 @@ class RemoteCache:
         self._open_until = 0.0
         self._corrupt: dict[str, str | None] = {}  # sha -> tag of a corrupt remote copy, replaced on push
         self._present: set[str] = set()  # objects known to be in the remote already
+        self._held: dict[str, tuple[str | None, float]] = {}  # spec hash -> (tag, expiry) of our own claims
 
     # -- the breaker -------------------------------------------------------------------------
 
@@ -148,16 +159,16 @@ class RemoteCache:
 
     async def fetch_object(self, sha: str, tmp_dir: Path) -> Path | None:
         """Download an image by hash into a temp file, verified; None on a miss or a corrupt copy."""
-        blob = await self._safe(None, self.backend.get, cas_key(sha))
-        if blob is None:
+        tmp = tmp_dir / f"remote-{uuid.uuid4().hex}"
+        found, tag = await self._safe((False, None), self.backend.download, cas_key(sha), tmp)
+        if not found:
             return None
-        if hashlib.sha256(blob.data).hexdigest() != sha:
-            self._corrupt[sha] = blob.tag
+        if await asyncio.to_thread(_sha256_of, tmp) != sha:
+            tmp.unlink(missing_ok=True)
+            self._corrupt[sha] = tag
             self.report_corrupt(cas_key(sha), "its bytes do not match their sha256")
             return None
         self._present.add(sha)
-        tmp = tmp_dir / f"remote-{uuid.uuid4().hex}"
-        tmp.write_bytes(blob.data)
         return tmp
 
     def report_corrupt(self, key: str, why: str) -> None:
@@ -181,14 +192,15 @@ class RemoteCache:
         if sha in self._corrupt:
             tag = self._corrupt.pop(sha)
             if tag:
-                done = await self._safe(False, self.backend.replace, cas_key(sha), data, tag)
+                done = await self._safe(None, self.backend.replace, cas_key(sha), data, tag)
             else:
                 done = await self._safe(False, self.backend.overwrite, cas_key(sha), data) is None
         else:
-            done = await self._safe(None, self.backend.create, cas_key(sha), data)
-            if done is False:  # it was there already
+            done = await self._safe(FAILED, self.backend.create, cas_key(sha), data)
+            if done is None:  # it was there already
                 self._present.add(sha)
                 return False
+            done = done is not FAILED
         if done:
             self._present.add(sha)
             self.stats.uploads += 1
@@ -231,10 +243,10 @@ class RemoteCache:
             return "skipped"
         ns = self.settings.namespace
         data = json.dumps({**record, "spec_hash": spec_hash}, sort_keys=True, indent=1).encode()
-        created = await self._safe(None, self.backend.create, ac_key(ns, spec_hash), data)
-        if created is None:
+        created = await self._safe(FAILED, self.backend.create, ac_key(ns, spec_hash), data)
+        if created is FAILED:
             return "skipped"
-        if created:
+        if created is not None:
             return "new"
         theirs = await self._safe(None, self.backend.get, ac_key(ns, spec_hash))
         mine = [f["sha256"] for f in record["files"]]
@@ -242,8 +254,8 @@ class RemoteCache:
         if parsed is not None and [f["sha256"] for f in parsed["files"]] == mine:
             return "same"
         if parsed is None and theirs is not None:  # a corrupt record: the good one takes its place
-            ok = await self._safe(False, self.backend.replace, ac_key(ns, spec_hash), data, theirs.tag)
-            return "new" if ok else "skipped"
+            ok = await self._safe(None, self.backend.replace, ac_key(ns, spec_hash), data, theirs.tag)
+            return "new" if ok is not None else "skipped"
         key = alt_key(ns, spec_hash, mine[0])
         await self._safe(None, self.backend.create, key, data)
         self.stats.races += 1
@@ -253,10 +265,11 @@ class RemoteCache:
 
     # -- leases ------------------------------------------------------------------------------
 
-    def _lease_data(self, spec_hash: str, ttl: float, task_id: str | None) -> bytes:
+    def _lease_data(self, spec_hash: str, ttl: float, task_id: str | None) -> tuple[bytes, float]:
         now = self.wall()
-        return json.dumps({"holder": self.holder, "run": self.run, "spec_hash": spec_hash, "created": now,
+        data = json.dumps({"holder": self.holder, "run": self.run, "spec_hash": spec_hash, "created": now,
                            "expires": now + ttl, "task_id": task_id}, sort_keys=True).encode()
+        return data, now + ttl
 
     async def find_lease(self, spec_hash: str) -> Lease | None:
         """A claim on the spec in any namespace this build reads (its own first)."""
@@ -276,28 +289,48 @@ class RemoteCache:
         """Claim a spec (create-only): True, False when someone else holds it, None when the remote failed."""
         if not self.settings.writable:
             return None
-        return await self._safe(None, self.backend.create, lease_key(self.settings.namespace, spec_hash),
-                                self._lease_data(spec_hash, ttl, None))
+        data, expires = self._lease_data(spec_hash, ttl, None)
+        done = await self._safe(FAILED, self.backend.create, lease_key(self.settings.namespace, spec_hash), data)
+        if done is FAILED:
+            return None
+        if done is not None:
+            self._held[spec_hash] = (done.tag, expires)
+        return done is not None
 
     async def take_over(self, spec_hash: str, lease: Lease, ttl: float) -> bool:
         """Replace an expired claim, only if nobody else replaced it first."""
         if not self.settings.writable or lease.namespace != self.settings.namespace or lease.tag is None:
             return False
-        return bool(await self._safe(False, self.backend.replace, lease_key(lease.namespace, spec_hash),
-                                     self._lease_data(spec_hash, ttl, None), lease.tag))
+        data, expires = self._lease_data(spec_hash, ttl, None)
+        done = await self._safe(None, self.backend.replace, lease_key(lease.namespace, spec_hash), data, lease.tag)
+        if done is not None:
+            self._held[spec_hash] = (done.tag, expires)
+        return done is not None
+
+    async def _own_tag(self, spec_hash: str) -> str | None:
+        """The tag of our claim on a spec: remembered while it cannot have expired, else read back."""
+        tag, expires = self._held.get(spec_hash, (None, 0.0))
+        if tag and self.wall() < expires:
+            return tag
+        lease = await self.find_lease(spec_hash)
+        mine = lease is not None and lease.run == self.run and lease.namespace == self.settings.namespace
+        return lease.tag if mine else None
 
     async def note_task(self, spec_hash: str, ttl: float, task_id: str) -> None:
         """Add the task id to our claim once the API has accepted the task."""
-        lease = await self.find_lease(spec_hash)
-        if lease is not None and lease.run == self.run and lease.tag:
-            await self._safe(False, self.backend.replace, lease_key(lease.namespace, spec_hash),
-                             self._lease_data(spec_hash, ttl, task_id), lease.tag)
+        tag = await self._own_tag(spec_hash)
+        if tag:
+            data, expires = self._lease_data(spec_hash, ttl, task_id)
+            done = await self._safe(None, self.backend.replace, lease_key(self.settings.namespace, spec_hash),
+                                    data, tag)
+            if done is not None:
+                self._held[spec_hash] = (done.tag, expires)
 
     async def drop_lease(self, spec_hash: str) -> None:
         """Release our claim (after the result is published, or when we gave up)."""
-        lease = await self.find_lease(spec_hash)
-        if lease is not None and lease.run == self.run and lease.namespace == self.settings.namespace:
-            await self._safe(None, self.backend.delete, lease_key(lease.namespace, spec_hash))
+        if await self._own_tag(spec_hash):
+            self._held.pop(spec_hash, None)
+            await self._safe(None, self.backend.delete, lease_key(self.settings.namespace, spec_hash))
 
     # -- small files of other features -------------------------------------------------------
 

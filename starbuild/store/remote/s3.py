@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from starbuild.errors import ConfigError, RemoteCacheError
-from starbuild.store.remote.backend import Blob
+from starbuild.store.remote.backend import Blob, Written
 
 TIMEOUT = timedelta(seconds=30)
 CONNECT_TIMEOUT = timedelta(seconds=5)
@@ -113,6 +113,23 @@ class S3Backend:
             raise self._fail("read", key, exc) from None
         return Blob(data, result.meta.get("e_tag"))
 
+    async def download(self, key: str, dest: Path) -> tuple[bool, str | None]:
+        import obstore
+
+        try:
+            self._check()
+            result = await obstore.get_async(self._store, key)
+            with open(dest, "wb") as out:
+                async for chunk in result.stream(min_chunk_size=1 << 20):
+                    out.write(chunk)
+        except FileNotFoundError:
+            dest.unlink(missing_ok=True)
+            return False, None
+        except Exception as exc:
+            dest.unlink(missing_ok=True)
+            raise self._fail("read", key, exc) from None
+        return True, result.meta.get("e_tag")
+
     async def exists(self, key: str) -> bool:
         import obstore
 
@@ -125,29 +142,29 @@ class S3Backend:
         except Exception as exc:
             raise self._fail("look up", key, exc) from None
 
-    async def create(self, key: str, data: bytes) -> bool:
+    async def create(self, key: str, data: bytes) -> Written | None:
         import obstore
         from obstore.exceptions import AlreadyExistsError, PreconditionError
 
         try:
             self._check()
-            await obstore.put_async(self._store, key, data, mode="create")
-            return True
+            done = await obstore.put_async(self._store, key, data, mode="create")
+            return Written(done.get("e_tag"))
         except (AlreadyExistsError, PreconditionError):
-            return False
+            return None
         except Exception as exc:
             raise self._fail("write", key, exc) from None
 
-    async def replace(self, key: str, data: bytes, tag: str) -> bool:
+    async def replace(self, key: str, data: bytes, tag: str) -> Written | None:
         import obstore
         from obstore.exceptions import AlreadyExistsError, PreconditionError
 
         try:
             self._check()
-            await obstore.put_async(self._store, key, data, mode={"e_tag": tag})
-            return True
+            done = await obstore.put_async(self._store, key, data, mode={"e_tag": tag})
+            return Written(done.get("e_tag"))
         except (AlreadyExistsError, PreconditionError, FileNotFoundError):
-            return False
+            return None
         except Exception as exc:
             raise self._fail("write", key, exc) from None
 
