@@ -126,9 +126,10 @@ async def abuild(project: Project, options: BuildOptions | None = None, *, trans
         from starbuild.engine.journal import Journal
 
         journal = Journal(cache / "journal")
-        remote = await _open_remote(project, options, store, emit)
+        remote = None
         try:
             try:
+                remote = await _open_remote(project, options, store, emit)
                 todo = plan.to_build()
                 if emit:
                     emit("plan", "", {"total": len(todo)})
