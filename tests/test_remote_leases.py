@@ -221,3 +221,32 @@ def test_shared_folder_two_clones_pay_once(tmp_path, monkeypatch):
         report = api_build(proj, em)
         assert report.exit_code == 0
     assert len(em.ledger) == 3 and report.count(Outcome.PULLED) == 3
+
+
+def test_build_claims_only_what_it_is_about_to_pay_for(tmp_path, monkeypatch):
+    """Claims are bounded by concurrency, so a second machine shares a big build instead of waiting on it."""
+    monkeypatch.setenv("STARBUILD_CACHE_DIR", str(tmp_path / "cache"))
+    shared = tmp_path / "shared"
+    me = Project(tmp_path / "me")
+    me.config(matrix_config(8, concurrency=2, extra=_remote_config(shared)))
+    leases = shared / "v1" / "lease" / "main"
+    seen: list[int] = []
+    from starbuild.config.resolve import load_and_resolve
+    from starbuild.engine.build import BuildOptions, build
+    import os
+
+    import httpx
+
+    from conftest import KEY
+
+    def emit(kind, name, info):
+        if kind == "submitted" and not seen:
+            seen.append(len(list(leases.iterdir())))
+
+    project, specs = load_and_resolve(me.root / "starbuild.yaml")
+    em = Emulator(EmulatorConfig(render="plain"))
+    options = BuildOptions(env={**os.environ, "STARMAGIC_API_KEY": KEY}, specs=specs, poll_base=0.01, poll_cap=0.05)
+    report = build(project, options, transport=httpx.ASGITransport(app=em), emit=emit)
+    assert report.count(Outcome.BUILT) == 8 and len(em.ledger) == 8
+    assert seen and 1 <= seen[0] <= 2, seen
+    assert list(leases.iterdir()) == []

@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -28,7 +29,8 @@ from starbuild.store.remote.layout import cas_key
 
 log = logging.getLogger("starbuild")
 Emit = Callable[[str, str, dict], None]
-LEASE_MARGIN = 300.0  # seconds a lease outlives task_timeout: time to download and push
+LEASE_MARGIN = 300.0
+TASK_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")  # seconds a lease outlives task_timeout: time to download and push
 
 
 def _now() -> str:
@@ -47,9 +49,10 @@ def open_build_remote(project, options, store: ObjectStore, emit: Emit | None) -
         return None
     if options.offline:  # placeholders are free and never shared: read lock-pinned images only
         cache.settings = dataclasses.replace(cache.settings, mode="read-only", why="offline build")
-    ttl = project.config.provider.task_timeout + LEASE_MARGIN
-    return BuildRemote(cache, store, placeholder=options.offline, frozen=options.frozen, lease_ttl=ttl,
-                       emit=emit or (lambda *a: None))
+    provider = project.config.provider
+    return BuildRemote(cache, store, placeholder=options.offline, frozen=options.frozen,
+                       lease_ttl=provider.task_timeout + LEASE_MARGIN, emit=emit or (lambda *a: None),
+                       claims=options.concurrency or provider.concurrency)
 
 
 class BuildRemote:
@@ -59,7 +62,7 @@ class BuildRemote:
     PUSHES = 16  # uploads at once
 
     def __init__(self, cache: RemoteCache, store: ObjectStore, *, placeholder: bool, frozen: bool,
-                 lease_ttl: float, emit: Emit):
+                 lease_ttl: float, emit: Emit, claims: int = 4):
         self.cache = cache
         self.store = store
         self.placeholder = placeholder
@@ -70,6 +73,10 @@ class BuildRemote:
         self._noting: dict[str, asyncio.Task] = {}  # asset name -> the update of its lease with the task id
         self._tasks: set[asyncio.Task] = set()
         self._push_slots = asyncio.Semaphore(self.PUSHES)
+        # Claims not yet paid for, at most as many as tasks in flight: a machine claims what it is
+        # about to pay for, so two machines share a big build instead of one claiming it all.
+        self._claims = asyncio.Semaphore(max(1, claims))
+        self._claiming: set[str] = set()
 
     # -- before the run: pull ----------------------------------------------------------------
 
@@ -114,8 +121,10 @@ class BuildRemote:
         credits = record.get("credits")
         known = isinstance(credits, (int, float)) and not isinstance(credits, bool) and math.isfinite(credits) \
             and credits >= 0
+        task_id = record.get("task_id")  # shown by `ls`: only a plain id from a shared, untrusted place
+        task_id = task_id if isinstance(task_id, str) and TASK_ID_RE.match(task_id) else None
         return self._hit(AssetResult(
-            outcome=Outcome.PULLED, files=named_files(common["name"], files), task_id=record.get("task_id"),
+            outcome=Outcome.PULLED, files=named_files(common["name"], files), task_id=task_id,
             lock_credits=float(credits) if known else None, **{**common, "reason": "in the remote cache"}))
 
     async def fetch_files(self, files: list[dict], dims) -> bool:
@@ -153,9 +162,12 @@ class BuildRemote:
         for _ in range(5):
             lease = None
             if self.cache.settings.writable:
+                await self._claims.acquire()
+                self._claiming.add(asset.name)
                 got = await self.cache.take_lease(spec_hash, self.lease_ttl)
                 if got is not False:
                     return await self._claimed(asset.name, spec_hash, dims, common, bool(got))
+                self._unclaim(asset.name)
                 lease = await self.cache.find_lease(spec_hash)
             found = await self.pull_result(spec_hash, dims, common)
             if found is not None:
@@ -195,7 +207,15 @@ class BuildRemote:
             self.leases[name] = spec_hash
             if found is not None:
                 await self._release(name)
+        if not held or found is not None:
+            self._unclaim(name)
         return found
+
+    def _unclaim(self, name: str | None) -> None:
+        """Free the claim slot of an asset that is paid for, failed, or did not need one."""
+        if name in self._claiming:
+            self._claiming.discard(name)
+            self._claims.release()
 
     async def _wait(self, name: str, lease: Lease, wait: "_Wait") -> bool:
         """Wait a little for a teammate's live lease; False once lease_wait has passed."""
@@ -219,8 +239,10 @@ class BuildRemote:
             spec_hash = self.leases.get(name)
             if spec_hash and kind == "submitted" and info.get("task_id"):
                 self._noting[name] = self._spawn(self.cache.note_task(spec_hash, self.lease_ttl, info["task_id"]))
-            elif spec_hash and kind in ("failed", "skipped"):
-                self._spawn(self._release(name))
+            elif kind in ("failed", "skipped"):
+                self._unclaim(name)
+                if spec_hash:
+                    self._spawn(self._release(name))
             emit(kind, name, info)
 
         return handle
@@ -229,6 +251,7 @@ class BuildRemote:
 
     def stored(self, spec_hash: str, record: dict[str, Any]) -> None:
         """An image was paid for and stored: push it (never placeholders, never URLs or keys)."""
+        self._unclaim(record.get("name"))
         if record.get("placeholder") or self.placeholder or not self.cache.settings.writable:
             return
         self._spawn(self._push(spec_hash, record))
@@ -282,6 +305,8 @@ class BuildRemote:
         """Wait for the pushes, release what we still hold, and close the connection."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        for name in list(self._claiming):
+            self._unclaim(name)
         for name in list(self.leases):
             try:
                 await self._release(name)

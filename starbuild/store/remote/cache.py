@@ -58,6 +58,12 @@ class Lease:
         return now < self.expires
 
 
+def _printable(value: Any, limit: int = 100) -> str:
+    """Text from the shared remote as messages may show it: control characters escaped, bounded."""
+    text = str(value)[:limit]
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 def _sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -279,8 +285,9 @@ class RemoteCache:
                 continue
             try:
                 rec = json.loads(blob.data)
-                return Lease(ns, str(rec["holder"]), str(rec["run"]), float(rec["expires"]), rec.get("task_id"),
-                             blob.tag)
+                task_id = rec.get("task_id")
+                return Lease(ns, _printable(rec["holder"]), str(rec["run"]), float(rec["expires"]),
+                             _printable(task_id) if task_id else None, blob.tag)
             except (ValueError, KeyError, TypeError):
                 return Lease(ns, "?", "?", 0.0, None, blob.tag)  # unreadable: treated as expired
         return None
