@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +48,8 @@ def ci_branch(env: dict[str, str], root: Path) -> str | None:
         value = (env.get(var) or "").strip()
         if value:
             return value.removeprefix("refs/heads/").removeprefix("origin/")
+    import subprocess
+
     try:
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "--abbrev-ref", "HEAD"], capture_output=True,
                              text=True, timeout=5)
