@@ -280,3 +280,45 @@ def test_remote_race_that_paid_twice_keeps_both_images(tmp_path, bucket, monkeyp
     mine = first.lock()["assets"]["icons/i0"]["files"][0]["sha256"]
     assert f"team/v1/alt/main/{spec}/{mine}.json" in bucket.keys()
     assert sum("paid for twice by a race" in n for n in report.notes) == 1
+
+
+CHAIN = """\
+version: 1
+defaults:
+  quality: low
+images:
+  hero:
+    prompt: "A cozy cabin in snowy mountains at dusk"
+    size: "1:1"
+  night:
+    prompt: "The same scene at night under a starry sky"
+    inputs: ["@hero"]
+    size: "1:1"
+"""
+
+
+def test_remote_fresh_clone_with_asset_inputs_pulls_the_whole_chain(tmp_path, bucket, monkeypatch):
+    """A dependent's hash names its parent's image: once the parent is pulled, the dependent is pinned too."""
+    monkeypatch.setenv("STARBUILD_CACHE_DIR", str(tmp_path / "cache-a"))
+    first = Project(tmp_path / "a")
+    first.config(CHAIN.replace("images:", bucket.config() + "images:"))
+    assert api_build(first, _emulator()).exit_code == 0
+    clone = _clone(first, tmp_path / "b")
+    monkeypatch.setenv("STARBUILD_CACHE_DIR", str(tmp_path / "cache-b"))
+    res = clone.run("build", "--frozen", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert [a["status"] for a in res.json["assets"]] == ["pulled", "pulled"]
+    assert clone.lock() == first.lock() and _published(clone) == _published(first)
+
+
+def test_remote_result_whose_bytes_are_missing_is_a_miss(tmp_path, bucket, monkeypatch):
+    first, _ = _built(tmp_path, bucket, monkeypatch, count=2)
+    gone = first.lock()["assets"]["icons/i1"]["files"][0]["sha256"]
+    bucket.client().delete_object(Bucket=bucket.name, Key=f"team/v1/cas/sha256/{gone[:2]}/{gone}")
+    monkeypatch.setenv("STARBUILD_CACHE_DIR", str(tmp_path / "cache-b"))
+    other = Project(tmp_path / "b")
+    other.config(matrix_config(2, extra=bucket.config()))  # no lockfile: found by spec hash only
+    fresh = _emulator()
+    report = api_build(other, fresh)
+    assert {r.name: r.outcome for r in report.results} == {"icons/i0": Outcome.PULLED, "icons/i1": Outcome.BUILT}
+    assert ledger_prompts(fresh) == ["icon 1"]

@@ -133,7 +133,7 @@ async def abuild(project: Project, options: BuildOptions | None = None, *, trans
                 todo = plan.to_build()
                 if emit:
                     emit("plan", "", {"total": len(todo)})
-                pulled, todo = await remote.pull_stale(todo) if remote else ([], todo)
+                plan, pulled, todo = await _pull(project, options, lock, plan, todo, store, assets, remote)
                 _refuse_frozen(options, todo)
                 if options.pull_only:
                     report = BuildReport(results=_unpulled(todo))
@@ -171,6 +171,25 @@ async def _open_remote(project: Project, options: BuildOptions, store: ObjectSto
             await remote.close()
             raise
     return remote
+
+
+async def _pull(project, options, lock, plan, todo, store, assets, remote):
+    """(plan, pulled results, assets still to build) after pulling what the remote cache holds.
+
+    A dependent's hash names its parent's image, so it is unknown while the parent is missing:
+    once parents are pulled, the plan is made again and their dependents are pulled in turn.
+    """
+    pulled: list[AssetResult] = []
+    while remote is not None:
+        got, todo = await remote.pull_stale(todo)
+        pulled += got
+        if not got or all(a.spec_hash for a in todo):
+            break
+        done = {r.name for r in pulled}
+        plan = make_plan(project, lock, placeholder=options.offline, force=options.force, select=options.select,
+                         have=_have_files(store, assets), specs=options.specs)
+        todo = [a for a in plan.to_build() if a.name not in done]
+    return plan, pulled, todo
 
 
 def _unpulled(todo: list[PlannedAsset]) -> list[AssetResult]:
