@@ -322,3 +322,37 @@ def test_remote_result_whose_bytes_are_missing_is_a_miss(tmp_path, bucket, monke
     report = api_build(other, fresh)
     assert {r.name: r.outcome for r in report.results} == {"icons/i0": Outcome.PULLED, "icons/i1": Outcome.BUILT}
     assert ledger_prompts(fresh) == ["icon 1"]
+
+
+def test_remote_stopped_mid_build_cli_exits_0_and_says_so(tmp_path, monkeypatch):
+    """The same outage seen from the command line: the process itself exits 0."""
+    import time
+
+    from moto.server import ThreadedMotoServer
+
+    from remote_fixtures import AWS, Bucket
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    remote = Bucket(f"http://{host}:{port}", "team")
+    remote.client().create_bucket(Bucket="team")
+    proj = Project(tmp_path / "p")
+    proj.config(matrix_config(8, concurrency=2, extra=remote.config()))
+    em = _emulator(latency=0.3)
+    log = tmp_path / "build.log"
+    with serve_in_thread(em) as url, log.open("w") as out:
+        env = {**os.environ, **AWS, "STARMAGIC_API_KEY": KEY, "STARMAGIC_BASE_URL": url, "STARMAGIC_FILES_URL": url,
+               "STARBUILD_CACHE_DIR": str(tmp_path / "cache")}
+        proc = subprocess.Popen([sys.executable, "-m", "starbuild", "-C", str(proj.root), "build"], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while "built " not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        server.stop()
+        assert proc.wait(timeout=120) == 0, log.read_text()
+    text = log.read_text()
+    assert len(em.ledger) == 8 and len(proj.lock()["assets"]) == 8
+    summary = [line for line in text.splitlines() if line.startswith("remote cache:")]
+    assert len(summary) == 1 and "the remote failed" in summary[0], text
+    assert "Traceback" not in text
