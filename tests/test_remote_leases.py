@@ -52,6 +52,9 @@ def test_lease_is_create_only_with_holder_expiry_and_task_id(backend):
         assert 55 < lease.expires - time.time() <= 60 and lease.task_id is None
         await ana.note_task(H, 60, "task-unified-1-abc")
         assert (await ben.find_lease(H)).task_id == "task-unified-1-abc"
+        await ana.renew(H, 600)  # a long queue: the claim is kept alive, with its task id
+        renewed = await ben.find_lease(H)
+        assert renewed.expires - time.time() > 590 and renewed.task_id == "task-unified-1-abc"
         await ben.drop_lease(H)  # not ben's: stays
         assert (await ana.find_lease(H)) is not None
         await ana.drop_lease(H)

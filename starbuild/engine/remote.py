@@ -77,6 +77,7 @@ class BuildRemote:
         # about to pay for, so two machines share a big build instead of one claiming it all.
         self._claims = asyncio.Semaphore(max(1, claims))
         self._claiming: set[str] = set()
+        self._heartbeat: asyncio.Task | None = None
 
     # -- before the run: pull ----------------------------------------------------------------
 
@@ -207,9 +208,19 @@ class BuildRemote:
             self.leases[name] = spec_hash
             if found is not None:
                 await self._release(name)
+            elif self._heartbeat is None:
+                self._heartbeat = asyncio.ensure_future(self._renew_leases())
         if not held or found is not None:
             self._unclaim(name)
         return found
+
+    async def _renew_leases(self) -> None:
+        """Keep our claims alive while they wait in the queue or their tasks run long."""
+        every = min(60.0, self.lease_ttl / 3)
+        while True:
+            await asyncio.sleep(every)
+            for spec_hash in list(self.leases.values()):
+                await self.cache.renew(spec_hash, self.lease_ttl)
 
     def _unclaim(self, name: str | None) -> None:
         """Free the claim slot of an asset that is paid for, failed, or did not need one."""
@@ -303,6 +314,9 @@ class BuildRemote:
 
     async def close(self) -> None:
         """Wait for the pushes, release what we still hold, and close the connection."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         for name in list(self._claiming):

@@ -108,6 +108,7 @@ class RemoteCache:
         self._corrupt: dict[str, str | None] = {}  # sha -> tag of a corrupt remote copy, replaced on push
         self._present: set[str] = set()  # objects known to be in the remote already
         self._held: dict[str, tuple[str | None, float]] = {}  # spec hash -> (tag, expiry) of our own claims
+        self._task_ids: dict[str, str] = {}  # spec hash -> task id noted in our claim
 
     # -- the breaker -------------------------------------------------------------------------
 
@@ -325,9 +326,14 @@ class RemoteCache:
 
     async def note_task(self, spec_hash: str, ttl: float, task_id: str) -> None:
         """Add the task id to our claim once the API has accepted the task."""
+        self._task_ids[spec_hash] = task_id
+        await self.renew(spec_hash, ttl)
+
+    async def renew(self, spec_hash: str, ttl: float) -> None:
+        """Push our claim's expiry ``ttl`` seconds ahead (a long queue or task must not lose it)."""
         tag = await self._own_tag(spec_hash)
         if tag:
-            data, expires = self._lease_data(spec_hash, ttl, task_id)
+            data, expires = self._lease_data(spec_hash, ttl, self._task_ids.get(spec_hash))
             done = await self._safe(None, self.backend.replace, lease_key(self.settings.namespace, spec_hash),
                                     data, tag)
             if done is not None:
@@ -337,6 +343,7 @@ class RemoteCache:
         """Release our claim (after the result is published, or when we gave up)."""
         if await self._own_tag(spec_hash):
             self._held.pop(spec_hash, None)
+            self._task_ids.pop(spec_hash, None)
             await self._safe(None, self.backend.delete, lease_key(self.settings.namespace, spec_hash))
 
     # -- small files of other features -------------------------------------------------------
