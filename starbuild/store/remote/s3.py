@@ -9,7 +9,9 @@ boto3's session when boto3 is installed. Every obstore error becomes RemoteCache
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -18,6 +20,7 @@ from starbuild.errors import ConfigError, RemoteCacheError
 from starbuild.store.remote.backend import Blob, Written
 
 TIMEOUT = timedelta(seconds=30)
+TAIL = 0.25  # seconds the client's threads may still work after a failed request
 CONNECT_TIMEOUT = timedelta(seconds=5)
 # Few, quick retries: a failing remote must never hold a build up; the breaker does the rest.
 RETRY = {"max_retries": 2, "retry_timeout": timedelta(seconds=10),
@@ -62,6 +65,7 @@ class S3Backend:
         self._env = env
         self._opened = None
         self._broken: RemoteCacheError | None = None
+        self._failed_at = -1e9
         if self._endpoint:
             from starbuild.config.cache import check_endpoint
 
@@ -92,6 +96,7 @@ class S3Backend:
         return self._opened
 
     def _fail(self, op: str, key: str, exc: BaseException) -> RemoteCacheError:
+        self._failed_at = time.monotonic()
         if isinstance(exc, RemoteCacheError):
             return exc
         return RemoteCacheError(f"{self.url}: {op} {key}: {_short(exc)}")
@@ -200,5 +205,10 @@ class S3Backend:
 
     async def close(self) -> None:
         # Dropping the store here, not at interpreter exit, lets its connection pool shut down
-        # while the runtime is still alive.
+        # while the runtime is still alive. A request that failed to connect leaves work in the
+        # client's threads for a few milliseconds; a process that exits during it can abort, so
+        # a close right after a failure waits that long.
         self._opened = None
+        left = self._failed_at + TAIL - time.monotonic()
+        if left > 0:
+            await asyncio.sleep(left)
