@@ -134,3 +134,22 @@ def test_cache_profile_credentials_go_through_the_standard_chain(tmp_path, bucke
     assert len([k for k in bucket.keys() if "/ac/" in k]) == 1
     text = Path(proj.root / "starbuild.lock").read_text() + "".join(report.notes)
     assert "test-secret-key" not in text
+
+
+def test_cache_unreachable_remote_never_crashes_the_process(tmp_path):
+    """A plan against a remote that refuses connections warns, shows no remote hits and exits 0, every time."""
+    import os
+    import subprocess
+    import sys
+
+    from remote_fixtures import AWS
+
+    proj = Project(tmp_path / "p")
+    proj.config(matrix_config(3, extra="cache:\n  remote:\n    url: s3://team/x\n    endpoint: http://127.0.0.1:9\n"))
+    env = {**os.environ, **AWS, "STARBUILD_CACHE_DIR": str(tmp_path / "cache")}
+    procs = [subprocess.Popen([sys.executable, "-m", "starbuild", "-C", str(proj.root), "plan"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(4)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()[-2000:]
+        assert "remote cache:" in err.decode() and "in the remote cache" not in out.decode()
