@@ -356,3 +356,26 @@ def test_remote_stopped_mid_build_cli_exits_0_and_says_so(tmp_path, monkeypatch)
     summary = [line for line in text.splitlines() if line.startswith("remote cache:")]
     assert len(summary) == 1 and "the remote failed" in summary[0], text
     assert "Traceback" not in text
+
+
+def test_remote_result_naming_lost_images_is_replaced_not_paid_for_forever(tmp_path, bucket, monkeypatch):
+    """A result whose image is gone would make every build pay again: the next good result replaces it."""
+    monkeypatch.setenv("STARBUILD_CACHE_DIR", str(tmp_path / "cache"))
+    proj = Project(tmp_path / "p")
+    proj.config(matrix_config(1, extra=bucket.config()))
+    spec = proj.hashes()["icons/i0"]
+    lost = "0" * 63 + "1"
+    bucket.put(f"team/v1/ac/main/{spec}.json", json.dumps({
+        "spec_hash": spec, "files": [{"sha256": lost, "width": 1024, "height": 1024, "format": "png", "bytes": 9}],
+        "model": "gpt-image-2", "credits": 0.11}).encode())
+    em = _emulator()
+    report = api_build(proj, em)
+    assert report.count(Outcome.BUILT) == 1 and len(em.ledger) == 1
+    record = json.loads(bucket.get(f"team/v1/ac/main/{spec}.json"))
+    assert record["files"][0]["sha256"] == proj.lock()["assets"]["icons/i0"]["files"][0]["sha256"] != lost
+    assert not [k for k in bucket.keys() if "/alt/" in k]
+    assert any("missing or corrupt; replaced" in n for n in report.notes)
+    monkeypatch.setenv("STARBUILD_CACHE_DIR", str(tmp_path / "cache-2"))
+    clone = _clone(proj, tmp_path / "clone")
+    again = api_build(clone, em)
+    assert again.count(Outcome.PULLED) == 1 and len(em.ledger) == 1

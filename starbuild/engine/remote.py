@@ -113,7 +113,10 @@ class BuildRemote:
     async def pull_result(self, spec_hash: str, dims, common: dict) -> AssetResult | None:
         """The asset made of the spec's result in the remote, its images downloaded and verified."""
         record = await self.cache.find_result(spec_hash)
-        if record is None or not await self.fetch_files(record["files"], dims):
+        if record is None:
+            return None
+        if not await self.fetch_files(record["files"], dims):
+            self.cache.unusable(spec_hash, record["files"])
             return None
         from starbuild.engine.runner import named_files
 

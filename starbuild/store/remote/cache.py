@@ -109,6 +109,9 @@ class RemoteCache:
         self._present: set[str] = set()  # objects known to be in the remote already
         self._held: dict[str, tuple[str | None, float]] = {}  # spec hash -> (tag, expiry) of our own claims
         self._task_ids: dict[str, str] = {}  # spec hash -> task id noted in our claim
+        self._missing: set[str] = set()  # objects a result named that the remote does not have
+        self._results: dict[str, tuple[str, str | None]] = {}  # spec hash -> (namespace, tag) of a result read
+        self._broken: dict[str, tuple[str, str | None]] = {}  # results whose images are missing or corrupt
 
     # -- the breaker -------------------------------------------------------------------------
 
@@ -167,8 +170,16 @@ class RemoteCache:
     async def fetch_object(self, sha: str, tmp_dir: Path) -> Path | None:
         """Download an image by hash into a temp file, verified; None on a miss or a corrupt copy."""
         tmp = tmp_dir / f"remote-{uuid.uuid4().hex}"
-        found, tag = await self._safe((False, None), self.backend.download, cas_key(sha), tmp)
+        try:
+            found, tag = await self._call(self.backend.download, cas_key(sha), tmp)
+        except Unavailable:
+            return None
+        except RemoteCacheError:
+            if self.require:
+                raise
+            return None
         if not found:
+            self._missing.add(sha)
             return None
         if await asyncio.to_thread(_sha256_of, tmp) != sha:
             tmp.unlink(missing_ok=True)
@@ -225,8 +236,15 @@ class RemoteCache:
             if record is None:
                 self.report_corrupt(ac_key(ns, spec_hash), "not a valid result record")
                 continue
+            self._results[spec_hash] = (ns, blob.tag)
             return {**record, "namespace": ns}
         return None
+
+    def unusable(self, spec_hash: str, files: list[dict]) -> None:
+        """A result was found but its images are missing or corrupt: the next good one replaces it."""
+        if spec_hash in self._results and any(f["sha256"] in self._missing or f["sha256"] in self._corrupt
+                                              for f in files):
+            self._broken[spec_hash] = self._results[spec_hash]
 
     @staticmethod
     def _parse_result(data: bytes, spec_hash: str) -> dict | None:
@@ -255,6 +273,12 @@ class RemoteCache:
             return "skipped"
         if created is not None:
             return "new"
+        broken = self._broken.pop(spec_hash, None)
+        if broken is not None and broken[0] == ns and broken[1] is not None:
+            if await self._safe(None, self.backend.replace, ac_key(ns, spec_hash), data, broken[1]) is not None:
+                self.notes.append(f"remote cache: the result of spec {spec_hash[:12]} named images that are "
+                                  "missing or corrupt; replaced by this build's")
+                return "new"
         theirs = await self._safe(None, self.backend.get, ac_key(ns, spec_hash))
         mine = [f["sha256"] for f in record["files"]]
         parsed = self._parse_result(theirs.data, spec_hash) if theirs else None
