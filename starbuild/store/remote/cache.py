@@ -190,8 +190,10 @@ class RemoteCache:
         return tmp
 
     def report_corrupt(self, key: str, why: str) -> None:
-        self.stats.corrupt += 1
-        self.notes.append(f"remote cache: {key} is corrupt ({why}); not used")
+        note = f"remote cache: {key} is corrupt ({why}); not used"
+        if note not in self.notes:  # once per object, however many assets name it
+            self.stats.corrupt += 1
+            self.notes.append(note)
 
     async def push_object(self, sha: str, path: Path, check: bool = True) -> bool:
         """Upload an image unless the remote has it; a copy found corrupt is replaced. True if uploaded.
