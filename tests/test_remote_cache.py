@@ -379,3 +379,43 @@ def test_remote_result_naming_lost_images_is_replaced_not_paid_for_forever(tmp_p
     clone = _clone(proj, tmp_path / "clone")
     again = api_build(clone, em)
     assert again.count(Outcome.PULLED) == 1 and len(em.ledger) == 1
+
+
+def test_remote_require_remote_makes_an_outage_mid_build_fatal(tmp_path, monkeypatch):
+    """With --require-remote nothing is paid for without a claim, and the build exits 1."""
+    from moto.server import ThreadedMotoServer
+
+    from remote_fixtures import AWS, Bucket
+
+    for k, v in AWS.items():
+        monkeypatch.setenv(k, v)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    remote = Bucket(f"http://{host}:{port}", "team")
+    remote.client().create_bucket(Bucket="team")
+    monkeypatch.setenv("STARBUILD_CACHE_DIR", str(tmp_path / "cache"))
+    proj = Project(tmp_path / "p")
+    proj.config(matrix_config(6, concurrency=1, extra=remote.config()))
+    from starbuild.config.resolve import load_and_resolve
+    from starbuild.engine.build import BuildOptions, build
+    import httpx
+
+    stopped = []
+
+    def emit(kind, name, info):
+        if kind == "built" and not stopped:
+            stopped.append(name)
+            server.stop()
+
+    project, specs = load_and_resolve(proj.root / "starbuild.yaml")
+    em = _emulator()
+    options = BuildOptions(env={**os.environ, "STARMAGIC_API_KEY": KEY}, specs=specs, poll_base=0.01, poll_cap=0.05,
+                           require_remote=True)
+    report = build(project, options, transport=httpx.ASGITransport(app=em), emit=emit)
+    assert stopped and int(report.exit_code) == 1
+    built = report.count(Outcome.BUILT)
+    assert len(em.ledger) == built < 6  # what could not be claimed was not paid for
+    assert all((r.error or "").startswith("remote cache s3://team/team: ") for r in report.results
+               if r.outcome == Outcome.FAILED)
+    assert "the remote failed" in report.notes[-1]

@@ -87,7 +87,7 @@ class FileBackend:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise RemoteCacheError(f"{self.url}: cannot read {key}: {exc.strerror or exc}") from None
+            raise RemoteCacheError(f"remote cache {self.url}: cannot read {key}: {exc.strerror or exc}") from None
         return Blob(data, _tag(data))
 
     async def exists(self, key: str) -> bool:
@@ -108,7 +108,7 @@ class FileBackend:
             return False, None
         except OSError as exc:
             dest.unlink(missing_ok=True)
-            raise RemoteCacheError(f"{self.url}: cannot read {key}: {exc.strerror or exc}") from None
+            raise RemoteCacheError(f"remote cache {self.url}: cannot read {key}: {exc.strerror or exc}") from None
         return True, digest.hexdigest()
 
     async def create(self, key: str, data: bytes) -> Written | None:
@@ -123,7 +123,7 @@ class FileBackend:
         except FileExistsError:
             return None
         except OSError as exc:
-            raise RemoteCacheError(f"{self.url}: cannot write {key}: {exc.strerror or exc}") from None
+            raise RemoteCacheError(f"remote cache {self.url}: cannot write {key}: {exc.strerror or exc}") from None
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -137,7 +137,7 @@ class FileBackend:
                 os.fsync(fh.fileno())
             return tmp
         except OSError as exc:
-            raise RemoteCacheError(f"{self.url}: cannot write {dest.name}: {exc.strerror or exc}") from None
+            raise RemoteCacheError(f"remote cache {self.url}: cannot write {dest.name}: {exc.strerror or exc}") from None
 
     async def overwrite(self, key: str, data: bytes) -> None:
         await asyncio.to_thread(self._overwrite, key, data)
@@ -149,7 +149,7 @@ class FileBackend:
             os.replace(tmp, dest)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise RemoteCacheError(f"{self.url}: cannot write {key}: {exc.strerror or exc}") from None
+            raise RemoteCacheError(f"remote cache {self.url}: cannot write {key}: {exc.strerror or exc}") from None
 
     async def replace(self, key: str, data: bytes, tag: str) -> Written | None:
         return await asyncio.to_thread(self._replace, key, data, tag)
@@ -181,7 +181,7 @@ class FileBackend:
                     continue
                 return False
             except OSError as exc:
-                raise RemoteCacheError(f"{self.url}: cannot lock {lock.name}: {exc.strerror or exc}") from None
+                raise RemoteCacheError(f"remote cache {self.url}: cannot lock {lock.name}: {exc.strerror or exc}") from None
         return False
 
     async def delete(self, key: str) -> None:
@@ -199,7 +199,7 @@ class FileBackend:
         try:
             path.unlink(missing_ok=True)
         except OSError as exc:
-            raise RemoteCacheError(f"{self.url}: cannot delete {key}: {exc.strerror or exc}") from None
+            raise RemoteCacheError(f"remote cache {self.url}: cannot delete {key}: {exc.strerror or exc}") from None
         finally:
             if locked:
                 lock.unlink(missing_ok=True)

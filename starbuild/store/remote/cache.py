@@ -119,7 +119,8 @@ class RemoteCache:
         if self.clock() < self._open_until:
             self.stats.skipped += 1
             if self.require:
-                raise RemoteCacheError(f"the remote cache {self.settings.url} failed: {self.stats.last_error}")
+                raise RemoteCacheError(f"{self.stats.last_error} (the remote is skipped for {BREAKER_SECONDS:g} s "
+                                       f"after {BREAKER_FAILURES} failures)")
             raise Unavailable()
         try:
             out = await fn(*args)

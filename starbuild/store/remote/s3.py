@@ -92,14 +92,14 @@ class S3Backend:
                                        client_options=options, retry_config=RETRY,
                                        credential_provider=_credential_provider(self._env))
             except Exception as exc:  # a bad profile or configuration: every call fails, like an outage
-                self._broken = RemoteCacheError(f"{self.url}: {_short(exc)}")
+                self._broken = RemoteCacheError(f"remote cache {self.url}: {_short(exc)}")
         return self._opened
 
     def _fail(self, op: str, key: str, exc: BaseException) -> RemoteCacheError:
         self._failed_at = time.monotonic()
         if isinstance(exc, RemoteCacheError):
             return exc
-        return RemoteCacheError(f"{self.url}: {op} {key}: {_short(exc)}")
+        return RemoteCacheError(f"remote cache {self.url}: {op} {key}: {_short(exc)}")
 
     def _check(self) -> None:
         if self._store is None and self._broken is not None:
