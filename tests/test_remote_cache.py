@@ -34,6 +34,17 @@ def _published(proj: Project) -> dict[str, bytes]:
     return {str(p.relative_to(current)): p.read_bytes() for p in sorted(current.rglob("*.png"))}
 
 
+def _own_bucket(host: str, port: int):
+    """A fresh bucket on a server of the test's own (moto's servers in one process share their buckets)."""
+    import uuid
+
+    from remote_fixtures import Bucket
+
+    remote = Bucket(f"http://{host}:{port}", f"outage-{uuid.uuid4().hex[:12]}")
+    remote.client().create_bucket(Bucket=remote.name)
+    return remote
+
+
 def _built(tmp_path: Path, bucket, monkeypatch, count: int = 4, extra: str = "") -> tuple[Project, Emulator]:
     """A project with the remote configured, built once (paid) with cache A."""
     monkeypatch.setenv("STARBUILD_CACHE_DIR", str(tmp_path / "cache-a"))
@@ -140,7 +151,7 @@ def test_remote_corrupt_object_is_detected_and_never_published(tmp_path, bucket,
 def test_remote_stopped_mid_build_completes_locally(tmp_path, monkeypatch):
     from moto.server import ThreadedMotoServer
 
-    from remote_fixtures import AWS, Bucket
+    from remote_fixtures import AWS
     from starbuild.config.resolve import load_and_resolve
     from starbuild.engine.build import BuildOptions, build
 
@@ -149,8 +160,7 @@ def test_remote_stopped_mid_build_completes_locally(tmp_path, monkeypatch):
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    remote = Bucket(f"http://{host}:{port}", "team")
-    remote.client().create_bucket(Bucket="team")
+    remote = _own_bucket(host, port)
     monkeypatch.setenv("STARBUILD_CACHE_DIR", str(tmp_path / "cache"))
     proj = Project(tmp_path / "p")
     proj.config(matrix_config(6, concurrency=2, extra=remote.config()))
@@ -330,13 +340,12 @@ def test_remote_stopped_mid_build_cli_exits_0_and_says_so(tmp_path, monkeypatch)
 
     from moto.server import ThreadedMotoServer
 
-    from remote_fixtures import AWS, Bucket
+    from remote_fixtures import AWS
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    remote = Bucket(f"http://{host}:{port}", "team")
-    remote.client().create_bucket(Bucket="team")
+    remote = _own_bucket(host, port)
     proj = Project(tmp_path / "p")
     proj.config(matrix_config(8, concurrency=2, extra=remote.config()))
     em = _emulator(latency=0.3)
@@ -385,15 +394,14 @@ def test_remote_require_remote_makes_an_outage_mid_build_fatal(tmp_path, monkeyp
     """With --require-remote nothing is paid for without a claim, and the build exits 1."""
     from moto.server import ThreadedMotoServer
 
-    from remote_fixtures import AWS, Bucket
+    from remote_fixtures import AWS
 
     for k, v in AWS.items():
         monkeypatch.setenv(k, v)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    remote = Bucket(f"http://{host}:{port}", "team")
-    remote.client().create_bucket(Bucket="team")
+    remote = _own_bucket(host, port)
     monkeypatch.setenv("STARBUILD_CACHE_DIR", str(tmp_path / "cache"))
     proj = Project(tmp_path / "p")
     proj.config(matrix_config(6, concurrency=1, extra=remote.config()))
@@ -416,6 +424,6 @@ def test_remote_require_remote_makes_an_outage_mid_build_fatal(tmp_path, monkeyp
     assert stopped and int(report.exit_code) == 1
     built = report.count(Outcome.BUILT)
     assert len(em.ledger) == built < 6  # what could not be claimed was not paid for
-    assert all((r.error or "").startswith("remote cache s3://team/team: ") for r in report.results
+    assert all((r.error or "").startswith(f"remote cache {remote.url}: ") for r in report.results
                if r.outcome == Outcome.FAILED)
     assert "the remote failed" in report.notes[-1]

@@ -253,3 +253,27 @@ def test_build_claims_only_what_it_is_about_to_pay_for(tmp_path, monkeypatch):
     assert report.count(Outcome.BUILT) == 8 and len(em.ledger) == 8
     assert seen and 1 <= seen[0] <= 2, seen
     assert list(leases.iterdir()) == []
+
+
+def test_held_claims_are_renewed_until_released(tmp_path):
+    """A claim waiting in a long queue stays live: the build renews it every third of its life."""
+    from starbuild.engine.remote import BuildRemote
+    from starbuild.plan.planner import PlannedAsset, Status
+    from starbuild.store.objects import ObjectStore
+
+    async def go():
+        backend = FileBackend(tmp_path / "shared", "file://shared")
+        cache = RemoteCache(backend, _settings(backend.url), holder="ana")
+        remote = BuildRemote(cache, ObjectStore(tmp_path / "cache"), placeholder=False, frozen=False, lease_ttl=0.6,
+                             emit=lambda *a: None, claims=1)
+        asset = PlannedAsset("hero", Status.NEW, "not built yet", None, H, 0.1)
+        assert await remote.before_paying(asset, H, None, {"name": "hero"}) is None  # claimed: pay
+        await asyncio.sleep(1.5)  # more than twice the claim's life
+        other = RemoteCache(backend, _settings(backend.url), holder="ben")
+        lease = await other.find_lease(H)
+        assert lease.holder == "ana" and lease.live(time.time())
+        assert await other.take_lease(H, 60) is False
+        await remote.close()  # releases it
+        assert await other.find_lease(H) is None
+
+    asyncio.run(go())

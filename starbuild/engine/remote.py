@@ -29,7 +29,9 @@ from starbuild.store.remote.layout import cas_key
 
 log = logging.getLogger("starbuild")
 Emit = Callable[[str, str, dict], None]
-LEASE_MARGIN = 300.0
+# A claim lives this long after its holder last renewed it (every third of it while held): a
+# machine that crashed or lost the network blocks its teammates for three minutes at most.
+LEASE_TTL = 180.0
 TASK_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")  # seconds a lease outlives task_timeout: time to download and push
 
 
@@ -51,7 +53,7 @@ def open_build_remote(project, options, store: ObjectStore, emit: Emit | None) -
         cache.settings = dataclasses.replace(cache.settings, mode="read-only", why="offline build")
     provider = project.config.provider
     return BuildRemote(cache, store, placeholder=options.offline, frozen=options.frozen,
-                       lease_ttl=provider.task_timeout + LEASE_MARGIN, emit=emit or (lambda *a: None),
+                       lease_ttl=LEASE_TTL, emit=emit or (lambda *a: None),
                        claims=options.concurrency or provider.concurrency)
 
 
@@ -219,7 +221,7 @@ class BuildRemote:
 
     async def _renew_leases(self) -> None:
         """Keep our claims alive while they wait in the queue or their tasks run long."""
-        every = min(60.0, self.lease_ttl / 3)
+        every = self.lease_ttl / 3
         while True:
             await asyncio.sleep(every)
             for spec_hash in list(self.leases.values()):
