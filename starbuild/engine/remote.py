@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import math
 import re
 import time
 from dataclasses import dataclass
@@ -124,14 +123,11 @@ class BuildRemote:
 
         files = [{"path": f".{FORMATS[f['format']]}", "sha256": f["sha256"], "bytes": f["bytes"],
                   "width": f["width"], "height": f["height"], "format": f["format"]} for f in record["files"]]
-        credits = record.get("credits")
-        known = isinstance(credits, (int, float)) and not isinstance(credits, bool) and math.isfinite(credits) \
-            and credits >= 0
         task_id = record.get("task_id")  # shown by `ls`: only a plain id from a shared, untrusted place
         task_id = task_id if isinstance(task_id, str) and TASK_ID_RE.match(task_id) else None
         return self._hit(AssetResult(
             outcome=Outcome.PULLED, files=named_files(common["name"], files), task_id=task_id,
-            lock_credits=float(credits) if known else None, **{**common, "reason": "in the remote cache"}))
+            **{**common, "reason": "in the remote cache"}))  # no price: this build paid nothing, learns nothing
 
     async def fetch_files(self, files: list[dict], dims) -> bool:
         """Bring every file's object into the local store: verified by sha256 (and decoded, with ``dims``)."""
