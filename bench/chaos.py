@@ -13,10 +13,21 @@ reported by starbuild as "outcome unknown" and never resubmitted without --retry
 are counted as `unknown`, not as duplicates; `unknown_billed` says how many of them the server
 had in fact accepted (the others were killed before anything was accepted).
 
-Part 2, fault kinds. One short build per kind of fault the emulator offers, at a moderate rate:
-every asset built or reported failed with a reason, never a traceback.
+A third of the kills are SIGTERM (what CI sends on cancel) instead of SIGKILL: the build must
+end within 15 s (else it counts as a hang) like Ctrl-C, without a traceback.
 
-    python bench/chaos.py [--trials N] [--streams K] [--seed S] [--quick] [--kinds-only | --kills-only]
+Part 2, fault kinds. One short build per kind of fault the emulator offers, at a moderate rate:
+every asset built or reported failed with a reason, never a traceback, never a hang.
+
+Part 3, budgets. Builds under --max-credits against servers that reserve far more than the
+price table says (1.0 per image against an estimate of 0.11), 32 submissions at a time with slow
+submit answers, answers with missing, NaN, negative or overflowing usage, and retries of failed
+tasks. `overspend` is the most any of them billed divided by its cap: at most 1.
+
+Everywhere: `lost` counts images the server made (completed tasks) that the final lockfile does
+not have; `hangs` counts builds that did not end in time.
+
+    python bench/chaos.py [--trials N] [--streams K] [--seed S] [--quick] [--kinds-only | --kills-only | --budget-only]
 
 Prints one summary line: chaos: trials=N duplicates=0 corrupt=0 unknown=K ...
 """
@@ -176,7 +187,7 @@ def judge(returncode: int, stdout: str, stderr: str, expected: set[str]) -> Verd
 
 
 def cli_env(url: str, cache: Path) -> dict:
-    env = {**os.environ, "STARBUILD_CACHE_DIR": str(cache), "STARMAGIC_API_KEY": KEY,
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1", "STARBUILD_CACHE_DIR": str(cache), "STARMAGIC_API_KEY": KEY,
            "STARMAGIC_BASE_URL": url, "STARMAGIC_FILES_URL": url}
     return env
 
@@ -206,17 +217,25 @@ class Summary:
     submissions: int = 0
     fault_kinds: int = 0
     fault_kinds_ok: int = 0
+    lost: int = 0           # images the server made that the final lockfile does not have
+    hangs: int = 0          # builds that did not end in time
+    sigterms: int = 0       # kills by SIGTERM (the others are SIGKILL)
+    slow_stops: int = 0     # of those, builds that ended by their 10 s watchdog, not on their own
+    budget_runs: int = 0
+    overspend: float = 0.0  # the most billed / cap over the budget runs
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not (self.duplicates or self.corrupt or self.unreported or self.tracebacks or self.temp_files
-                    or self.failed or self.problems) and self.fault_kinds_ok == self.fault_kinds
+                    or self.failed or self.problems or self.lost > self.unknown_billed or self.hangs
+                    or self.slow_stops
+                    or self.overspend > 1 + 1e-9) and self.fault_kinds_ok == self.fault_kinds
 
     def line(self) -> str:
         skip = {"problems", "seconds"}
-        parts = [f"{f.name}={getattr(self, f.name)}" for f in fields(self) if f.name not in skip]
+        parts = [f"{f.name}={round(getattr(self, f.name), 3)}" for f in fields(self) if f.name not in skip]
         return "chaos: " + " ".join(parts) + f" seconds={self.seconds:.0f} result={'ok' if self.ok else 'FAILED'}"
 
 
@@ -224,6 +243,8 @@ def merge(into: Summary, other: Summary) -> None:
     for f in fields(Summary):
         if f.name in ("problems",):
             into.problems += other.problems
+        elif f.name == "overspend":
+            into.overspend = max(into.overspend, other.overspend)
         elif f.name not in ("seconds", "fault_kinds", "fault_kinds_ok"):
             setattr(into, f.name, getattr(into, f.name) + getattr(other, f.name))
 
@@ -264,14 +285,19 @@ def run_kill_stream(summary: Summary, trials: int, seed: int = 0, assets: int = 
                 write_config(root, [sets[-1]], assets, concurrency)
                 proc, out, err = start_build(root, env, logs / f"t{trial}")
                 wait = rng.uniform(*delay)
+                sig = signal.SIGTERM if rng.random() < 1 / 3 else signal.SIGKILL
                 try:
                     proc.wait(timeout=wait)
                 except subprocess.TimeoutExpired:
-                    proc.send_signal(signal.SIGKILL)
-                    proc.wait()
+                    stop(proc, sig, summary, f"{name} trial {trial}", err)
                 summary.trials += 1
-                if proc.returncode == -signal.SIGKILL:
+                # -SIGTERM: the signal came while Python was starting or shutting down, when its
+                # default action applies (nothing is in flight then).
+                if proc.returncode in (-signal.SIGKILL, -signal.SIGABRT, -signal.SIGTERM, 143):
                     summary.killed += 1
+                    summary.sigterms += proc.returncode in (143, -signal.SIGTERM)
+                    if "did not stop within" in err.read_text(errors="replace"):
+                        summary.slow_stops += 1
                     if "Traceback" in err.read_text(errors="replace"):
                         summary.tracebacks += 1
                         summary.problems.append(f"trial {trial}: a traceback before the kill")
@@ -285,7 +311,7 @@ def run_kill_stream(summary: Summary, trials: int, seed: int = 0, assets: int = 
                     summary.corrupt += 1
                     summary.problems += [f"trial {trial}: {p}" for p in problems]
                 log(f"{name} trial {trial:3d}: set {sets[-1]:2d}, "
-                    f"{'killed after ' + format(wait, '.2f') + ' s' if proc.returncode == -signal.SIGKILL else 'exit ' + str(proc.returncode)}, "
+                    f"{'killed after ' + format(wait, '.2f') + ' s' if proc.returncode in (-signal.SIGKILL, -signal.SIGTERM, 143) else 'exit ' + str(proc.returncode)}, "
                     f"{len(emulator.ledger)} submissions so far")
             # The clean build: every set used, no faults, no kill, more concurrency to be quick.
             emulator.config.faults = Faults()
@@ -298,6 +324,7 @@ def run_kill_stream(summary: Summary, trials: int, seed: int = 0, assets: int = 
             log(f"{name} final build: exit {proc.returncode}, {len(sets) * assets} assets, {len(v.unknown)} unknown, "
                 f"{len(v.failed)} failed, {len(emulator.ledger)} submissions")
             summary.unknown += len(v.unknown)
+            summary.lost += lost_images(emulator, root)
             accepted = {e.request.get("prompt") for e in emulator.ledger}
             summary.unknown_billed += sum(_prompt_of(u.split(": ", 1)[0]) in accepted for u in v.unknown)
             summary.assets = len(sets) * assets
@@ -310,6 +337,38 @@ def run_kill_stream(summary: Summary, trials: int, seed: int = 0, assets: int = 
         summary.problems += [f"left behind: {p}" for p in leftovers]
         summary.duplicates += duplicates(emulator)
         summary.submissions += len(emulator.ledger)
+
+
+def stop(proc: subprocess.Popen, sig: int, summary: Summary, where: str, err: Path | None = None) -> None:
+    """Kill a build: SIGKILL, or SIGTERM after which it must end on its own within 15 s.
+
+    A build still running then is a hang: SIGABRT makes it print where each thread was
+    (PYTHONFAULTHANDLER is set), and that goes into the problem.
+    """
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=15 if sig == signal.SIGTERM else None)
+    except subprocess.TimeoutExpired:
+        summary.hangs += 1
+        proc.send_signal(signal.SIGABRT)
+        proc.wait()
+        stack = err.read_text(errors="replace")[-3000:] if err is not None else ""
+        summary.problems.append(f"{where}: still running 15 s after SIGTERM: {stack}")
+
+
+def lost_images(emulator, root: Path) -> int:
+    """Images the server made (completed tasks) whose prompt the lockfile has no files for."""
+    try:
+        assets = json.loads((root / "starbuild.lock").read_text()).get("assets", {})
+    except (OSError, ValueError):
+        assets = {}
+    have = {_prompt_of(name) for name, entry in assets.items() if entry.get("files")}
+    lost = 0
+    for entry in emulator.ledger:
+        task = emulator.tasks.get(entry.task_id)
+        if task is not None and task.outcome == "completed" and entry.request.get("prompt") not in have:
+            lost += 1
+    return lost
 
 
 def _count(summary: Summary, v: Verdict, where: str) -> None:
@@ -361,8 +420,15 @@ def fault_kinds(rate: float = 0.3) -> dict[str, object]:
         extra = {"slow_seconds": 0.5} if name == "rate_slow" else {}
         if name == "rate_results_null":
             extra = {"results_null_seconds": 0.5}
+        if name == "rate_slow_submit":
+            extra = {"slow_submit_seconds": 0.5}
+        if name == "rate_escape_text":
+            extra = {"rate_task_failed": rate}  # escape sequences ride on failure messages
+        if name.startswith("rate_drip"):
+            extra = {"drip_seconds": 0.002}  # a few seconds a body: slow, within every deadline
         kinds.setdefault(name.removeprefix("rate_"), Faults(**{name: rate}, **extra))
     kinds["max_unfinished"] = Faults(max_unfinished=3)
+    kinds["reserve_per_image"] = Faults(reserve_per_image=1.0)
     return kinds
 
 
@@ -381,16 +447,24 @@ def run_fault_kind(kind: str, faults, assets: int = 12, concurrency: int = 6, la
             except subprocess.TimeoutExpired:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
-                return {"kind": kind, "ok": False, "problems": ["did not finish within 240 s"]}
+                return {"kind": kind, "ok": False, "hang": True, "problems": ["did not finish within 240 s"]}
+            text = out.read_text(errors="replace") + err.read_text(errors="replace")
             v = judge(proc.returncode, out.read_text(errors="replace"), err.read_text(errors="replace"),
                       names_of([0], assets))
+            lost = lost_images(emulator, root)
         problems = v.problems + [f"not reported: {n}" for n in v.unreported] + consistency_problems(root)
+        if KEY in text:
+            problems.append("the API key was printed")
+        if "\x1b" in text or "\x07" in text:
+            problems.append("a control character from the server reached the output")
         dup = duplicates(emulator)
         if dup:
             problems.append(f"{dup} duplicate submissions")
         injected = injected_faults(emulator)
         built = assets - len(v.unknown) - len(v.failed)
-        return {"kind": kind, "ok": not problems, "problems": problems, "built": built,
+        if lost:
+            problems.append(f"{lost} paid images lost")
+        return {"kind": kind, "ok": not problems, "problems": problems, "built": built, "lost": lost,
                 "failed": len(v.failed), "unknown": len(v.unknown), "exit": proc.returncode,
                 "injected": injected, "reasons": sorted({f.split(": ", 1)[1][:70] for f in v.failed + v.unknown})}
 
@@ -403,12 +477,81 @@ def run_fault_kinds(summary: Summary, rate: float = 0.3, parallel: int = 4, seed
     for r in results:
         summary.fault_kinds += 1
         summary.fault_kinds_ok += r["ok"]
+        summary.hangs += r.get("hang", False)
+        summary.lost += r.get("lost", 0)
         summary.tracebacks += sum("traceback" in p for p in r["problems"])
         summary.problems += [f"fault {r['kind']}: {p}" for p in r["problems"]]
         summary.duplicates += sum(int(p.split()[0]) for p in r["problems"] if p.endswith("duplicate submissions"))
         log(f"fault {r['kind']:<18} {'ok' if r['ok'] else 'FAILED'}: exit {r.get('exit')}, built {r.get('built')}, "
-            f"failed {r.get('failed')}, unknown {r.get('unknown')}, faults injected {r.get('injected')}"
+            f"failed {r.get('failed')}, unknown {r.get('unknown')}, lost {r.get('lost')}, faults injected {r.get('injected')}"
             + (f"; reasons: {'; '.join(r['reasons'])}" if r.get("reasons") else ""))
+    return results
+
+
+# --- part 3: budgets ------------------------------------------------------------------------------
+
+
+def budget_cases() -> dict[str, tuple]:
+    """name -> (Faults, assets, concurrency, cap, extra build arguments)."""
+    from starbuild.emulator import Faults
+
+    odd_usage = dict(rate_usage_missing=0.3, rate_usage_nan=0.2, rate_usage_negative=0.2, rate_usage_huge=0.1,
+                     rate_progress_overflow=0.2)
+    return {
+        "over-reserving, 32 in flight, slow answers": (
+            Faults(reserve_per_image=1.0, rate_slow_submit=1.0, slow_submit_seconds=0.3), 40, 32, 7.0, ()),
+        "over-reserving with odd usage": (
+            Faults(reserve_per_image=1.0, rate_slow_submit=0.5, slow_submit_seconds=0.3, **odd_usage), 40, 32, 7.0, ()),
+        "retried failures": (
+            Faults(reserve_per_image=1.0, rate_task_failed=0.5, failure_codes=("service_error",)), 20, 8, 7.0,
+            ("--retry-failed", "3")),
+        "priced as the table says": (Faults(), 80, 32, 10.0, ()),
+    }
+
+
+def run_budget_case(name: str, faults, assets: int, concurrency: int, cap: float, extra: tuple,
+                    seed: int = 0) -> dict:
+    from starbuild.emulator import Emulator, EmulatorConfig, serve_in_thread
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root, cache = Path(tmp) / "proj", Path(tmp) / "cache"
+        write_config(root, [0], assets, concurrency)
+        emulator = Emulator(EmulatorConfig(latency=0.2, render="plain", seed=seed, faults=faults))
+        with serve_in_thread(emulator) as url:
+            proc, out, err = start_build(root, cli_env(url, cache), Path(tmp) / "log", "--max-credits", str(cap), *extra)
+            try:
+                proc.wait(timeout=240)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                return {"case": name, "hang": True, "problems": ["did not finish within 240 s"], "ratio": 0.0}
+            text, errors = out.read_text(errors="replace"), err.read_text(errors="replace")
+        billed = sum(e.credits for e in emulator.ledger)
+        problems = [f"a traceback: {errors[-800:]}"] if "Traceback" in errors + text else []
+        if proc.returncode not in (0, 1, 3):
+            problems.append(f"exit {proc.returncode}: {errors[-300:]}")
+        lost = lost_images(emulator, root)
+        if lost:
+            problems.append(f"{lost} paid images lost")
+        return {"case": name, "exit": proc.returncode, "billed": billed, "cap": cap, "ratio": billed / cap,
+                "submissions": len(emulator.ledger), "lost": lost, "duplicates": duplicates(emulator),
+                "problems": problems}
+
+
+def run_budgets(summary: Summary, seed: int = 0, log=print) -> list[dict]:
+    quiet_server_logs()
+    cases = budget_cases()
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda item: run_budget_case(item[0], *item[1], seed=seed), cases.items()))
+    for r in results:
+        summary.budget_runs += 1
+        summary.overspend = max(summary.overspend, r["ratio"])
+        summary.hangs += r.get("hang", False)
+        summary.lost += r.get("lost", 0)
+        summary.duplicates += r.get("duplicates", 0)
+        summary.problems += [f"budget {r['case']}: {p}" for p in r["problems"]]
+        log(f"budget {r['case']:<45} exit {r.get('exit')}, {r.get('submissions')} submissions, billed "
+            f"{r.get('billed', 0):g} of a cap of {r.get('cap', 0):g} ({r['ratio']:.2f}), lost {r.get('lost')}")
     return results
 
 
@@ -421,6 +564,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=4, help="independent projects killed side by side")
     parser.add_argument("--kills-only", action="store_true")
     parser.add_argument("--kinds-only", action="store_true")
+    parser.add_argument("--budget-only", action="store_true")
     parser.add_argument("-q", "--quiet", action="store_true", help="only the summary and the problems")
     args = parser.parse_args()
     trials = args.trials if args.trials is not None else (20 if args.quick else 100)
@@ -428,10 +572,13 @@ def main() -> None:
 
     start = time.monotonic()
     summary = Summary()
-    if not args.kinds_only:
+    only = args.kills_only or args.kinds_only or args.budget_only
+    if args.kills_only or not only:
         run_kills(summary, trials, seed=args.seed, streams=args.streams, log=log)
-    if not args.kills_only:
+    if args.kinds_only or not only:
         run_fault_kinds(summary, rate=args.rate, seed=args.seed, log=log)
+    if args.budget_only or not only:
+        run_budgets(summary, seed=args.seed, log=log)
     summary.seconds = time.monotonic() - start
     for problem in summary.problems[:40]:
         print(f"problem: {problem}")

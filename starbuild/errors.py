@@ -12,6 +12,7 @@
     │   ├── TransientApiError      worth retrying: connection errors, timeouts, 429, 5xx
     │   │   └── RateLimitError     429; carries the advised delay when the server gave one
     │   ├── UnknownOutcomeError    a submission was sent but its answer was lost: it may be billed
+    │   ├── NotSentError           the request could not leave the machine (bad URL, bad key characters)
     │   ├── TaskFailedError        the API ran the task and reported it failed (with a failure code)
     │   ├── AuthError              401 / 403
     │   ├── QuotaError             402
@@ -54,12 +55,15 @@ class Issue:
     message: str
 
     def __str__(self) -> str:
+        from starbuild.text import printable  # config text may hold escape sequences: never raw
+
         where = self.file
         if self.line is not None:
             where += f":{self.line}"
             if self.column is not None:
                 where += f":{self.column}"
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        text = f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        return printable(text)
 
 
 class ConfigError(StarbuildError):
@@ -125,6 +129,10 @@ class RateLimitError(TransientApiError):
 
 class UnknownOutcomeError(ApiError):
     """A submission reached the network but no answer came back; it may have been accepted and billed."""
+
+
+class NotSentError(ApiError):
+    """The request never left the machine (a URL or header that cannot be sent): nothing was billed."""
 
 
 class TaskFailedError(ApiError):

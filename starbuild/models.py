@@ -247,3 +247,30 @@ def estimate_credits(req: dict) -> float:
             per *= 1.5
     total = per * n + PRICE_PER_INPUT * len(req.get("image_urls") or ())
     return round(total, 4)
+
+
+# --- what a submission holds against the budget ----------------------------------------------
+# Until the API has told this project what a kind of image really costs, a submission holds the
+# highest price the table knows for that kind: the same tier at the highest quality (gpt-image-2),
+# the highest quality at that size (gpt-image-1.5). The API may reserve more than the estimate
+# (its docs show 2.5 for everything); this ceiling is what the budget assumes instead.
+
+
+def price_kind(request: dict) -> tuple:
+    """What prices an image: model, size, resolution, quality, n and the number of inputs."""
+    inputs = request.get("inputs") or request.get("image_urls") or ()
+    return (request.get("model"), request.get("size"), request.get("resolution"), request.get("quality"),
+            request.get("n", 1) or 1, len(inputs))
+
+
+def ceiling_credits(req: dict) -> float:
+    """The pessimistic price of a request: never below its estimate."""
+    return max(estimate_credits({**req, "quality": "high"}), estimate_credits(req))
+
+
+def learnable_credits(value: object) -> float | None:
+    """Credits worth learning a price from: a finite number above zero, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) and value > 0 else None

@@ -89,13 +89,17 @@ def api_build(proj: Project, emulator, *, key: str | None = KEY, transport=None,
     if key is not None:
         env["STARMAGIC_API_KEY"] = key
     if base_url is not None:
-        env["STARMAGIC_BASE_URL"] = env["STARMAGIC_FILES_URL"] = base_url
+        env["STARMAGIC_BASE_URL"] = base_url
+        env["STARMAGIC_FILES_URL"] = emulator.config.files_url  # the file service's own host
     opts.setdefault("poll_base", 0.01)
     opts.setdefault("poll_cap", 0.05)
     opts.setdefault("retry", RetryPolicy(attempts=8, base=0.01, cap=0.05, max_advised=0.05))
     options = BuildOptions(env=env, specs=specs, **opts)
     if base_url is None and transport is None:
         transport = httpx.ASGITransport(app=emulator)
+        # In-process the scheme is never on a wire; https keeps the key rules of a real build.
+        env["STARMAGIC_BASE_URL"] = emulator.config.public_url.replace("http://", "https://", 1)
+        env["STARMAGIC_FILES_URL"] = emulator.config.files_url.replace("http://", "https://", 1)
     return build(project, options, transport=transport)
 
 
@@ -103,6 +107,18 @@ def matrix_config(count: int, prompt: str = "icon {{ i }}", extra: str = "", con
     return (f"version: 1\nprovider:\n  concurrency: {concurrency}\n{extra}images:\n  'icons/i{{{{ i }}}}':\n"
             f"    matrix:\n      i: {list(range(count))}\n    prompt: \"{prompt}\"\n    size: '1:1'\n"
             f"    quality: low\n")
+
+
+# What a build leaves in a project folder (the README's first command builds examples/ in place).
+BUILD_OUTPUTS = ("assets", "starbuild.lock", ".starbuild")
+
+
+def copy_example(name: str, dest: Path, examples: Path = REPO / "examples") -> Path:
+    """A clean copy of an example project, without what an earlier build of it left there."""
+    import shutil
+
+    shutil.copytree(examples / name, dest, symlinks=True, ignore=shutil.ignore_patterns(*BUILD_OUTPUTS))
+    return dest
 
 
 @pytest.fixture

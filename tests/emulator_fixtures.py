@@ -1,9 +1,8 @@
 """Fixtures and helpers of the emulator tests.
 
-By default every test runs against an in-process emulator driven by a ManualClock, and the tests
-marked ``both_transports`` run a second time over real HTTP (uvicorn on 127.0.0.1). With the environment
-variable STARMAGIC_CONTRACT_URL set, the contract suite runs against that server instead
-(STARMAGIC_CONTRACT_KEY gives the key) and skips the tests that need the emulator's internals.
+Every test runs against an in-process emulator driven by a ManualClock, and the tests marked
+``both_transports`` run a second time over real HTTP (uvicorn on 127.0.0.1). Another server is
+checked with ``starbuild check-api URL``, not with these tests.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ import asyncio
 import contextlib
 import io
 import json
-import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,15 +23,9 @@ from PIL import Image
 from starbuild.emulator import Emulator, EmulatorConfig, ManualClock, serve_in_thread
 
 BASE_URL = "http://starmagic.emulator"
+FILES_URL = "http://files.starmagic.emulator"
 KEY = "sk-test-emulator-key"
-CONTRACT_URL = os.environ.get("STARMAGIC_CONTRACT_URL")
-CONTRACT_KEY = os.environ.get("STARMAGIC_CONTRACT_KEY", KEY)
-EXTERNAL = bool(CONTRACT_URL)
 TERMINAL = ("completed", "failed", "cancelled")
-
-needs_internals = pytest.mark.skipif(
-    EXTERNAL, reason="needs the in-process emulator's clock, ledger or configuration")
-
 
 @pytest.fixture
 def anyio_backend():
@@ -48,9 +40,10 @@ def auth(key: str = KEY) -> dict[str, str]:
 class Api:
     """One emulator (or external server) as the contract tests see it."""
 
-    def __init__(self, client: httpx.AsyncClient, anon: httpx.AsyncClient,
+    def __init__(self, client: httpx.AsyncClient, anon: httpx.AsyncClient, files: httpx.AsyncClient,
                  emulator: Emulator | None = None, clock: ManualClock | None = None):
         self.client = client          # sends the bearer key
+        self.files = files            # the file service (its own host), with the bearer key
         self.anon = anon              # sends no Authorization header, like a CDN download
         self.emulator = emulator      # None against an external server
         self.clock = clock
@@ -92,12 +85,12 @@ class Api:
         return await self.anon.get(url)
 
 
-def in_process_client(emulator: Emulator, headers: dict | None = None) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=emulator), base_url=BASE_URL,
+def in_process_client(emulator: Emulator, headers: dict | None = None, base_url: str = BASE_URL) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=emulator), base_url=base_url,
                              headers=headers or {})
 
 
-@pytest.fixture(params=["external"] if EXTERNAL else ["asgi"])
+@pytest.fixture(params=["asgi"])
 def transport_kind(request) -> str:
     """How tests reach the emulator: in-process by default, see ``both_transports``."""
     return request.param
@@ -105,7 +98,7 @@ def transport_kind(request) -> str:
 
 # Also run a test over real HTTP (uvicorn in a thread) besides in-process.
 both_transports = pytest.mark.parametrize(
-    "transport_kind", ["external"] if EXTERNAL else ["asgi", "http"], indirect=True)
+    "transport_kind", ["asgi", "http"], indirect=True)
 
 
 @pytest.fixture
@@ -113,20 +106,18 @@ async def make_api(transport_kind):
     """A factory of Api objects over the transport under test; ``make_api(**config)``."""
     async with contextlib.AsyncExitStack() as stack:
         async def make(key: str = KEY, **config) -> Api:
-            if transport_kind == "external":
-                client = httpx.AsyncClient(base_url=CONTRACT_URL, headers=auth(CONTRACT_KEY), timeout=60)
-                anon = httpx.AsyncClient(base_url=CONTRACT_URL, timeout=60)
-                return Api(await stack.enter_async_context(client), await stack.enter_async_context(anon))
             clock = ManualClock()
             emulator = Emulator(EmulatorConfig(**config), clock=clock)
             if transport_kind == "http":
                 url = stack.enter_context(serve_in_thread(emulator))
                 client = httpx.AsyncClient(base_url=url, headers=auth(key))
                 anon = httpx.AsyncClient(base_url=url)
+                files = httpx.AsyncClient(base_url=emulator.config.files_url, headers=auth(key))
             else:
                 client, anon = in_process_client(emulator, auth(key)), in_process_client(emulator)
-            return Api(await stack.enter_async_context(client), await stack.enter_async_context(anon),
-                       emulator, clock)
+                files = in_process_client(emulator, auth(key), FILES_URL)
+            clients = [await stack.enter_async_context(c) for c in (client, anon, files)]
+            return Api(*clients, emulator, clock)
 
         yield make
 

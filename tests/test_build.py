@@ -113,11 +113,13 @@ def test_build_stops_submitting_when_reserved_credits_would_pass(project, emulat
     plan = project.run("plan", "--json").json
     assert plan["summary"]["credits"] == pytest.approx(0.06)
     report = api_build(project, emulator, max_credits=0.35)
-    assert len(emulator.ledger) == 1 + 4  # 3 x 0.11 + 0.01 estimate fits; then 0.44 + 0.01 does not
+    # The first answer says 0.11: from then on each submission holds 0.11, so 3 fit and the 4th does not.
+    assert len(emulator.ledger) == 1 + 3
     skipped = [r for r in report.results if r.outcome == Outcome.SKIPPED]
-    assert len(skipped) == 2 and all("max_credits" in r.reason for r in skipped)
-    assert report.credits_reserved == pytest.approx(0.44)
-    assert len(project.lock()["assets"]) == 5
+    assert len(skipped) == 3 and all("max_credits" in r.reason for r in skipped)
+    assert report.credits_reserved == pytest.approx(0.33) and report.credits_reserved <= 0.35
+    assert report.exit_code == 3 and "3 asset(s) not submitted" in report.stopped
+    assert len(project.lock()["assets"]) == 4
 
 
 def test_build_frozen_with_stale_assets_exit_3_zero_requests(project, emulator):
@@ -284,9 +286,9 @@ def test_build_prunes_beyond_keep(project):
 def test_build_canary_key_never_written(project):
     em = Emulator(EmulatorConfig(render="plain", api_key="the-right-key"))
     project.config(matrix_config(2))
-    report = api_build(project, em)  # KEY is wrong for this emulator: 401
-    assert report.exit_code == 1
-    assert all("401" in (r.error or "") for r in report.results)
+    report = api_build(project, em)  # KEY is wrong for this emulator: 401, refused: exit 3
+    assert report.exit_code == 3
+    assert all("401" in (r.error or r.reason or "") for r in report.results)
     em_ok = Emulator(EmulatorConfig(render="plain", api_key=KEY))
     assert api_build(project, em_ok).exit_code == 0
     res = project.run("build", "--json", env={"STARMAGIC_API_KEY": KEY, "STARMAGIC_BASE_URL": "http://127.0.0.1:9"})
@@ -318,18 +320,26 @@ def test_readme_quick_start_word_for_word(tmp_path):
     """`starbuild build -C examples/game-icons --offline`, global flags after the command name,
     run from a folder holding a copy of the example, as the README and SPEC.md §1 write it."""
     import re
-    import shutil
     import subprocess
     import sys
     from pathlib import Path
+
+    from conftest import copy_example
 
     repo = Path(__file__).resolve().parents[1]
     readme = (repo / "README.md").read_text()
     command = re.search(r"pip install -e \. && (starbuild build [^\n`]+)", readme).group(1)
     assert command == "starbuild build -C examples/game-icons --offline"
-    shutil.copytree(repo / "examples" / "game-icons", tmp_path / "examples" / "game-icons")
     env = {k: v for k, v in os.environ.items() if k not in ("STARMAGIC_API_KEY", "STARBUILD_CACHE_DIR")}
     argv = [sys.executable, "-m", "starbuild", *command.split()[1:]]
+    # The checkout as the README leaves it: command 1 has built the example in place (a `current`
+    # symlink, a lockfile, a cache), then command 2 runs this test, which must not trip over that.
+    checkout = tmp_path / "checkout"
+    copy_example("game-icons", checkout / "examples" / "game-icons")
+    built = subprocess.run(argv, cwd=checkout, env=env, capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0 and (checkout / "examples/game-icons/assets/current").is_symlink(), built.stderr
+    tmp_path = tmp_path / "fresh"
+    copy_example("game-icons", tmp_path / "examples" / "game-icons", checkout / "examples")
     first = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
     lock = json.loads((tmp_path / "examples" / "game-icons" / "starbuild.lock").read_text())

@@ -30,6 +30,14 @@ def test_chaos_kills_never_pay_twice_nor_corrupt(chaos, tmp_path):
     assert summary.duplicates == 0, report
     assert summary.corrupt == 0, report
     assert summary.tracebacks == 0 and summary.unreported == 0 and summary.failed == 0, report
+    assert summary.hangs == 0 and summary.slow_stops == 0 and summary.lost <= summary.unknown_billed, report
+
+
+def test_chaos_budget_over_reserving_server_is_never_overspent(chaos):
+    faults, assets, concurrency, cap, extra = chaos.budget_cases()["over-reserving with odd usage"]
+    result = chaos.run_budget_case("odd usage", faults, 16, 16, 4.0, extra)
+    assert not result["problems"] and result["exit"] == 3, result
+    assert result["ratio"] <= 1.0 and result["lost"] == 0 and result["duplicates"] == 0, result
 
 
 def test_chaos_checks_see_a_corrupt_version(chaos, tmp_path):

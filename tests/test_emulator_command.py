@@ -52,9 +52,9 @@ def test_importing_the_command_loads_no_web_stack():
 def test_options_become_the_emulator_configuration(monkeypatch):
     served = {}
 
-    def fake_serve(emulator, host, port, announce=None):
-        served.update(emulator=emulator, host=host, port=port)
-        announce(f"http://{host}:{port}")
+    def fake_serve(emulator, host, port, files_port, announce=None):
+        served.update(emulator=emulator, host=host, port=port, files_port=files_port)
+        announce(f"http://{host}:{port}", f"http://{host}:{files_port}")
 
     monkeypatch.setattr("starbuild.emulator.server.serve", fake_serve)
     result = CliRunner().invoke(emulator_command, [
@@ -65,7 +65,7 @@ def test_options_become_the_emulator_configuration(monkeypatch):
     ])
     assert result.exit_code == 0, result.output
     config: EmulatorConfig = served["emulator"].config
-    assert (served["host"], served["port"]) == ("127.0.0.1", 9999)
+    assert (served["host"], served["port"], served["files_port"]) == ("127.0.0.1", 9999, 10000)
     assert (config.latency, config.ttl, config.seed, config.api_key, config.credit_balance) == (2.5, 60, 3, "sk-x", 10)
     assert config.render == "plain" and config.allow_loopback_callbacks
     assert config.denied_models == {"gpt-image-1.5"}

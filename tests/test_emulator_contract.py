@@ -1,6 +1,7 @@
-"""The contract of the StarMagic API (STARMAGIC_API.md), checked against the emulator.
+"""The emulator: STARMAGIC_API.md's behaviour plus its own wording, policies and internals.
 
-Runs in-process and over HTTP by default; set STARMAGIC_CONTRACT_URL to check another server.
+Runs in-process and over HTTP. The documented behaviour alone, for any server, is
+``starbuild check-api URL`` (starbuild/api/contract_checks.py; tests/test_check_api.py).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import pytest
 
 from starbuild import models
 from emulator_fixtures import (  # noqa: F401 (fixtures)
-    EXTERNAL, KEY, CallbackReceiver, anyio_backend, api, auth, both_transports, decode, eventually, image_bytes,
-    make_api, needs_internals, transport_kind,
+    KEY, CallbackReceiver, anyio_backend, api, auth, both_transports, decode, eventually, image_bytes,
+    make_api, transport_kind,
 )
 
 pytestmark = pytest.mark.anyio
@@ -53,12 +54,10 @@ async def test_submit_answers_the_documented_task_object(api):
     assert isinstance(task["task_info"]["estimated_time"], int)
     usage = task["usage"]
     assert usage["billing_rule"] == "per_call" and usage["user_group"] == "default"
-    if not EXTERNAL:
-        assert task["task_info"]["estimated_time"] == 10
-        assert usage["credits_reserved"] == models.estimate_credits(body)
+    assert task["task_info"]["estimated_time"] == 10
+    assert usage["credits_reserved"] == models.estimate_credits(body)
 
 
-@needs_internals
 @pytest.mark.parametrize(("latency", "estimate"), [(0.0, 0), (0.3, 1), (2.5, 3), (40.0, 40)])
 async def test_submit_estimated_time_is_latency_rounded_up(make_api, latency, estimate):
     api = await make_api(latency=latency)
@@ -89,7 +88,6 @@ BAD_BODIES = [
     ({"image_urls": []}, "image_urls"),
     ({"image_urls": [f"https://example.com/{i}.png" for i in range(17)]}, "image_urls"),
     ({"image_urls": ["not a url"]}, "image_urls"),
-    ({"mask_url": "https://example.com/mask.png"}, "mask_url"),
     ({"image_urls": ["https://example.com/a.png"], "mask_url": 42}, "mask_url"),
 ]
 
@@ -100,6 +98,30 @@ async def test_submit_rejects_invalid_parameters_naming_the_field(api, changes, 
     response = await api.client.post("/v1/images/generations", json=body)
     error = assert_error(response, 400, "invalid_request", "invalid_request_error")
     assert field in error["message"]
+
+
+@both_transports
+async def test_a_mask_without_image_urls_is_ignored_as_documented(api):
+    done = await api.generate(mask_url="https://example.com/mask.png", size="1:1")
+    assert done["status"] == "completed"
+
+
+@pytest.mark.parametrize(("size", "pixels"), [("1536x1024", (1536, 1024)), ("auto", (1024, 1024))])
+async def test_a_resolution_with_a_pixel_size_or_auto_is_ignored_as_documented(api, size, pixels):
+    done = await api.generate(size=size, resolution="4K")
+    assert done["status"] == "completed"
+    assert decode((await api.download(done["results"][0])).content).size == pixels
+
+
+async def test_the_file_service_is_a_host_of_its_own(api):
+    data = image_bytes()
+    on_api_host = await api.client.post("/api/v1/files/upload/stream", files={"file": ("a.png", data)})
+    assert on_api_host.status_code == 404
+    on_files_host = await api.files.post("/api/v1/files/upload/stream", files={"file": ("a.png", data)})
+    assert on_files_host.status_code == 200
+    assert on_files_host.json()["data"]["file_url"].startswith(str(api.files.base_url).rstrip("/") + "/")
+    assert (await api.files.post("/v1/images/generations", json={"model": "gpt-image-2", "prompt": "x"})
+            ).status_code == 404
 
 
 async def test_submit_requires_a_prompt(api):
@@ -114,7 +136,6 @@ async def test_submit_rejects_a_body_that_is_not_a_json_object(api, content):
     assert_error(response, 400, "invalid_request", "invalid_request_error")
 
 
-@needs_internals
 async def test_rejected_submissions_are_not_billed(api):
     await api.submit(size="5:3")
     await api.anon.post("/v1/images/generations", json={"model": "gpt-image-2", "prompt": "x"})
@@ -160,12 +181,11 @@ async def test_requests_without_a_bearer_key_are_unauthorized(api, header):
     task_id = (await api.accepted())["id"]
     query = await api.anon.get(f"/v1/tasks/{task_id}", headers=headers)
     assert_error(query, 401, "unauthorized", "authentication_error")
-    upload = await api.anon.post("/api/v1/files/upload/base64", headers=headers,
+    upload = await api.files.post("/api/v1/files/upload/base64", headers={"Authorization": header or ""},
                                  json={"base64_data": base64.b64encode(image_bytes()).decode()})
     assert_error(upload, 401, "unauthorized", "authentication_error")
 
 
-@needs_internals
 async def test_a_configured_key_is_the_only_key_accepted(make_api):
     api = await make_api(api_key="sk-the-one")
     assert_error(await api.submit(), 401, "unauthorized", "authentication_error")
@@ -174,14 +194,12 @@ async def test_a_configured_key_is_the_only_key_accepted(make_api):
     assert response.status_code == 200
 
 
-@needs_internals
 async def test_a_task_of_another_key_is_permission_denied(api):
     task_id = (await api.accepted())["id"]
     response = await api.anon.get(f"/v1/tasks/{task_id}", headers=auth("sk-someone-else"))
     assert_error(response, 403, "permission_denied", "invalid_request_error")
 
 
-@needs_internals
 async def test_a_denied_model_is_model_access_denied(make_api):
     api = await make_api(denied_models=frozenset({"gpt-image-1.5"}))
     response = await api.submit(model="gpt-image-1.5")
@@ -190,7 +208,6 @@ async def test_a_denied_model_is_model_access_denied(make_api):
     assert len(api.emulator.ledger) == 1
 
 
-@needs_internals
 async def test_submissions_past_the_credit_balance_are_insufficient_quota(make_api):
     api = await make_api(credit_balance=2.0)
     for _ in range(2):  # 1K medium gpt-image-2 reserves 1 credit each
@@ -212,7 +229,6 @@ async def test_query_of_an_unknown_task_is_task_not_found(api):
 
 
 @both_transports
-@needs_internals
 async def test_task_goes_pending_then_processing_with_rising_progress_then_completed(api):
     task = await api.accepted(n=3)
     seen = []
@@ -232,7 +248,6 @@ async def test_task_goes_pending_then_processing_with_rising_progress_then_compl
     assert len(done["results"]) == 3 and all(isinstance(url, str) for url in done["results"])
 
 
-@needs_internals
 async def test_task_with_no_latency_is_completed_at_the_first_query(make_api):
     api = await make_api()
     task = await api.accepted()
@@ -255,7 +270,6 @@ async def test_results_are_public_pngs_of_the_requested_size(api):
     assert len(shas) == 2
 
 
-@needs_internals
 async def test_result_links_expire_after_the_ttl(make_api):
     api = await make_api(latency=5.0, ttl=3600.0)
     done = await api.generate()
@@ -269,7 +283,6 @@ async def test_result_links_expire_after_the_ttl(make_api):
     assert (await api.query(done["id"])).json()["status"] == "completed"
 
 
-@needs_internals
 async def test_task_records_expire_after_the_task_ttl(make_api):
     api = await make_api(task_ttl=7200.0)
     task_id = (await api.accepted())["id"]
@@ -302,7 +315,7 @@ def assert_upload_answer(response: httpx.Response, data: bytes, mime: str) -> di
 @both_transports
 async def test_upload_stream_serves_the_file_at_its_url_without_auth(api):
     data = image_bytes()
-    response = await api.client.post("/api/v1/files/upload/stream",
+    response = await api.files.post("/api/v1/files/upload/stream",
                                      files={"file": ("ref.png", data, "image/png")})
     info = assert_upload_answer(response, data, "image/png")
     assert info["file_name"] == "ref.png"
@@ -317,7 +330,7 @@ async def test_upload_base64_accepts_the_documented_types(api, fmt, mime):
     data = image_bytes(fmt=fmt)
     encoded = base64.b64encode(data).decode()
     for payload in (encoded, f"data:{mime};base64,{encoded}"):
-        response = await api.client.post("/api/v1/files/upload/base64",
+        response = await api.files.post("/api/v1/files/upload/base64",
                                          json={"base64_data": payload, "file_name": "x." + fmt.lower()})
         info = assert_upload_answer(response, data, mime)
         assert (await api.download(info["file_url"])).content == data
@@ -326,8 +339,8 @@ async def test_upload_base64_accepts_the_documented_types(api, fmt, mime):
 @pytest.mark.parametrize("data", [b"hello, world", image_bytes(fmt="BMP"), image_bytes(fmt="TIFF")],
                          ids=["text", "bmp", "tiff"])
 async def test_upload_refuses_what_is_not_jpeg_png_gif_or_webp(api, data):
-    stream = await api.client.post("/api/v1/files/upload/stream", files={"file": ("a.png", data, "image/png")})
-    b64 = await api.client.post("/api/v1/files/upload/base64", json={"base64_data": base64.b64encode(data).decode()})
+    stream = await api.files.post("/api/v1/files/upload/stream", files={"file": ("a.png", data, "image/png")})
+    b64 = await api.files.post("/api/v1/files/upload/base64", json={"base64_data": base64.b64encode(data).decode()})
     for response in (stream, b64):
         assert response.status_code == 400
         assert response.json()["error"]["code"] == "invalid_request"
@@ -340,36 +353,35 @@ async def test_upload_refuses_what_is_not_jpeg_png_gif_or_webp(api, data):
     ("url", {"file_url": 7}),
 ])
 async def test_upload_refuses_malformed_requests(api, path, payload):
-    response = await api.client.post(f"/api/v1/files/upload/{path}", json=payload)
+    response = await api.files.post(f"/api/v1/files/upload/{path}", json=payload)
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_request"
 
 
 async def test_upload_stream_without_a_file_field_is_refused(api):
-    response = await api.client.post("/api/v1/files/upload/stream", files={"other": ("a.png", image_bytes())})
+    response = await api.files.post("/api/v1/files/upload/stream", files={"other": ("a.png", image_bytes())})
     assert response.status_code == 400
 
 
 @both_transports
 async def test_upload_url_copies_a_file_the_service_serves(api):
     data = image_bytes(fmt="JPEG")
-    first = await api.client.post("/api/v1/files/upload/stream", files={"file": ("a.jpg", data)})
+    first = await api.files.post("/api/v1/files/upload/stream", files={"file": ("a.jpg", data)})
     source = first.json()["data"]
-    response = await api.client.post("/api/v1/files/upload/url", json={"file_url": source["file_url"]})
+    response = await api.files.post("/api/v1/files/upload/url", json={"file_url": source["file_url"]})
     info = assert_upload_answer(response, data, "image/jpeg")
     assert info["file_id"] != source["file_id"]
     assert (await api.download(info["file_url"])).content == data
 
 
 async def test_upload_url_of_an_unreachable_host_is_an_error(api):
-    response = await api.client.post("/api/v1/files/upload/url",
+    response = await api.files.post("/api/v1/files/upload/url",
                                      json={"file_url": "https://unreachable.invalid/picture.png"})
     assert response.status_code >= 400
 
 
-@needs_internals
 async def test_uploaded_files_expire_after_the_file_ttl(make_api):
     api = await make_api(file_ttl=600.0)
-    response = await api.client.post("/api/v1/files/upload/stream", files={"file": ("a.png", image_bytes())})
+    response = await api.files.post("/api/v1/files/upload/stream", files={"file": ("a.png", image_bytes())})
     url = response.json()["data"]["file_url"]
     api.clock.advance(599.0)
     assert (await api.download(url)).status_code == 200
@@ -380,7 +392,7 @@ async def test_uploaded_files_expire_after_the_file_ttl(make_api):
 # --- reference images -----------------------------------------------------------------------
 
 async def upload(api, data: bytes, name: str = "ref.png") -> str:
-    response = await api.client.post("/api/v1/files/upload/stream", files={"file": (name, data)})
+    response = await api.files.post("/api/v1/files/upload/stream", files={"file": (name, data)})
     assert response.status_code == 200, response.text
     return response.json()["data"]["file_url"]
 
@@ -391,9 +403,8 @@ async def test_edit_with_an_uploaded_reference_completes_and_shows_it(api):
     assert done["status"] == "completed"
     image = decode((await api.download(done["results"][0])).content).convert("RGB")
     assert image.size == (1024, 1024)
-    if not EXTERNAL:  # the placeholder draws the scaled reference outside its text panel
-        r, g, b = image.getpixel((40, 40))
-        assert r > 200 and g < 40 and b < 40
+    r, g, b = image.getpixel((40, 40))
+    assert r > 200 and g < 40 and b < 40
 
 
 async def test_reference_urls_on_other_hosts_are_taken_as_is(api):
@@ -408,7 +419,6 @@ async def test_a_result_can_be_the_reference_of_another_task(api):
     assert done["status"] == "completed"
 
 
-@needs_internals
 async def test_a_missing_or_expired_reference_fails_the_task(make_api):
     api = await make_api(latency=10.0, file_ttl=100.0)
     url = await upload(api, image_bytes())
@@ -446,7 +456,6 @@ async def test_a_mask_that_does_not_fit_fails_with_image_dimension_mismatch(api,
 # --- callbacks ------------------------------------------------------------------------------
 
 @both_transports
-@needs_internals
 async def test_callback_posts_the_task_query_json_once_at_the_terminal_state(make_api):
     api = await make_api(latency=10.0, allow_loopback_callbacks=True)
     with CallbackReceiver() as receiver:
@@ -462,7 +471,6 @@ async def test_callback_posts_the_task_query_json_once_at_the_terminal_state(mak
     assert len(api.emulator.callbacks.log) == 1
 
 
-@needs_internals
 async def test_callback_is_retried_after_a_failed_delivery(make_api):
     api = await make_api(allow_loopback_callbacks=True)  # the documented 1, 2, 4 s schedule
     with CallbackReceiver(fail_first=1) as receiver:
@@ -474,7 +482,6 @@ async def test_callback_is_retried_after_a_failed_delivery(make_api):
     assert [entry["outcome"] for entry in log] == [500, 204]
 
 
-@needs_internals
 async def test_callback_gives_up_after_three_retries(make_api):
     api = await make_api(allow_loopback_callbacks=True, callback_retry_delays=(0.01, 0.02, 0.04))
     log = api.emulator.callbacks.log
@@ -486,7 +493,6 @@ async def test_callback_gives_up_after_three_retries(make_api):
     assert [(entry["attempt"], entry["outcome"]) for entry in log] == [(1, 500), (2, 500), (3, 500), (4, 500)]
 
 
-@needs_internals
 async def test_callback_connection_errors_are_retried(make_api):
     api = await make_api(allow_loopback_callbacks=True, callback_retry_delays=(0.01, 0.01, 0.01))
     with CallbackReceiver() as receiver:
@@ -500,7 +506,6 @@ async def test_callback_connection_errors_are_retried(make_api):
 # --- ledger, counters, errors ----------------------------------------------------------------
 
 @both_transports
-@needs_internals
 async def test_ledger_lists_accepted_submissions_without_auth_and_never_the_key(api):
     await api.accepted(prompt="one")
     await api.submit(size="5:3")
@@ -518,7 +523,6 @@ async def test_ledger_lists_accepted_submissions_without_auth_and_never_the_key(
     assert [e.task_id for e in api.emulator.ledger] == [s["task_id"] for s in ledger["submissions"]]
 
 
-@needs_internals
 async def test_counters_count_requests_by_endpoint_and_status(api):
     done = await api.generate()
     await api.download(done["results"][0])
@@ -537,7 +541,6 @@ async def test_unknown_routes_answer_the_error_envelope(api):
     assert response.status_code == 404 and "error" in response.json()
 
 
-@needs_internals
 async def test_reset_clears_tasks_ledger_and_counters(api):
     task_id = (await api.accepted())["id"]
     api.emulator.reset()
@@ -546,7 +549,6 @@ async def test_reset_clears_tasks_ledger_and_counters(api):
 
 
 @both_transports
-@needs_internals
 async def test_serve_in_thread_hands_out_urls_of_the_running_server(make_api, transport_kind):
     api = await make_api()
     done = await api.generate()

@@ -273,3 +273,30 @@ async def test_failed_tasks_may_use_codes_a_client_does_not_know():
     async with Target(rate_task_failed=1.0, failure_codes=["brand_new_code"]) as target:
         done = await target.final((await target.submit()).json()["id"])
         assert done["error"]["code"] == "brand_new_code" and done["error"]["message"]
+
+
+async def test_budget_faults_shape_the_submit_answer_but_not_the_bill():
+    import json as std_json
+
+    async with Target(reserve_per_image=1.0, rate_usage_huge=1.0, rate_progress_overflow=1.0) as target:
+        answer = await target.submit(n=3)
+        assert answer.status_code == 200 and '"progress": 1e400' in answer.text
+        assert '"credits_reserved": 1e400' in answer.text
+        assert std_json.loads(answer.text)["id"] == target.emulator.ledger[0].task_id
+        assert target.emulator.ledger[0].credits == 3.0
+    async with Target(rate_usage_missing=1.0) as target:
+        assert "usage" not in (await target.submit()).json()
+    async with Target(rate_usage_nan=1.0) as target:
+        assert "NaN" in (await target.submit()).text
+    async with Target(rate_usage_negative=1.0) as target:
+        assert (await target.submit()).json()["usage"]["credits_reserved"] < 0
+
+
+async def test_slow_submit_answers_come_after_the_task_is_billed():
+    import asyncio
+
+    async with Target(rate_slow_submit=1.0, slow_submit_seconds=0.3) as target:
+        pending = asyncio.ensure_future(target.submit())
+        await asyncio.sleep(0.1)
+        assert len(target.emulator.ledger) == 1 and not pending.done()
+        assert (await pending).status_code == 200

@@ -29,7 +29,7 @@ class Client:
         import asyncio
 
         async def fetch():
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://gallery") as c:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://127.0.0.1:8700") as c:
                 return await c.get(url)
 
         return asyncio.run(fetch())

@@ -279,15 +279,20 @@ def test_schema_accepts_examples_and_rejects_typos(example):
 
 
 def test_examples_plan_json(tmp_path, monkeypatch):
+    from conftest import copy_example
+
     monkeypatch.setenv("STARBUILD_CACHE_DIR", str(tmp_path))
-    icons = run(["-C", str(REPO / "examples" / "game-icons"), "plan", "--json"]).json
+    examples = tmp_path / "examples"  # clean copies: the examples may have been built in place
+    for name in ("game-icons", "website"):
+        copy_example(name, examples / name)
+    icons = run(["-C", str(examples / "game-icons"), "plan", "--json"]).json
     names = [a["name"] for a in icons["assets"]]
     assert names == ["icons/sword-common", "icons/sword-rare", "icons/shield-common", "icons/shield-rare",
                      "icons/potion-common", "icons/bow-common", "icons/bow-rare", "icons/crown-legendary",
                      "ui/background"]
     assert "silver border" in icons["assets"][1]["request"]["prompt"]
     assert all(a["spec_hash"] and a["credits"] > 0 and a["request"]["model"] for a in icons["assets"])
-    site = run(["-C", str(REPO / "examples" / "website"), "plan", "--json"]).json
+    site = run(["-C", str(examples / "website"), "plan", "--json"]).json
     by = {a["name"]: a for a in site["assets"]}
     assert set(by) == {"hero/desktop", "hero/tablet", "hero/mobile", "products/tent-2p", "products/pack-45",
                        "products/boot-m", "products/stove-mini", "og-card"}

@@ -362,7 +362,7 @@ def test_remote_stopped_mid_build_cli_exits_0_and_says_so(tmp_path, monkeypatch)
         assert proc.wait(timeout=120) == 0, log.read_text()
     text = log.read_text()
     assert len(em.ledger) == 8 and len(proj.lock()["assets"]) == 8
-    summary = [line for line in text.splitlines() if line.startswith("remote cache:")]
+    summary = [line for line in text.splitlines() if line.startswith("note: remote cache:")]
     assert len(summary) == 1 and "the remote failed" in summary[0], text
     assert "Traceback" not in text
 

@@ -93,8 +93,8 @@ def test_key_never_written_printed_or_recorded(project, tmp_path):
     em = Emulator(EmulatorConfig(render="plain", api_key=CANARY))
     outputs = []
     with serve_in_thread(em) as url:
-        env = {**os.environ, "STARMAGIC_API_KEY": CANARY, "STARMAGIC_BASE_URL": url, "STARMAGIC_FILES_URL": url,
-               "STARBUILD_CACHE_DIR": str(cache)}
+        env = {**os.environ, "STARMAGIC_API_KEY": CANARY, "STARMAGIC_BASE_URL": url,
+               "STARMAGIC_FILES_URL": em.config.files_url, "STARBUILD_CACHE_DIR": str(cache)}
         first = _cli(project.root, env, "-v", "build")
         assert first.returncode == 0, first.stderr
         forced = _cli(project.root, env, "-vv", "build", "--force", "*", "--json")
@@ -103,12 +103,12 @@ def test_key_never_written_printed_or_recorded(project, tmp_path):
         ledger_text = httpx.get(f"{url}/_emulator/ledger").text
     assert "POST" in first.stderr  # -v really logged the requests
     assert em.counters["upload"] >= 1 and len(em.ledger) == 6
-    # The same project against a server that refuses this key: a 401 for every asset.
+    # The same project against a server that refuses this key: a 401, and the build stops (exit 3).
     other = Emulator(EmulatorConfig(render="plain", api_key="sk-someone-else"))
     with serve_in_thread(other) as url:
-        env.update(STARMAGIC_BASE_URL=url, STARMAGIC_FILES_URL=url)
+        env.update(STARMAGIC_BASE_URL=url, STARMAGIC_FILES_URL=other.config.files_url)
         refused = _cli(project.root, env, "-v", "build", "--force", "*")
-    assert refused.returncode == 1 and "401" in refused.stdout + refused.stderr, refused.stderr
+    assert refused.returncode == 3 and "401" in refused.stdout + refused.stderr, refused.stderr
     outputs += [refused.stdout, refused.stderr]
 
     needles = [CANARY.encode(), base64.b64encode(CANARY.encode()), CANARY.encode("utf-16-le")]
@@ -391,7 +391,7 @@ BAD = {"bomb": "bomb", "oversized": "larger than any size", "wrongsize": "512x51
 def test_hostile_results_are_refused_per_asset(project, tmp_path, caplog):
     api = HostileApi()
     images = "".join(f"  {kind}:\n    prompt: {kind}\n" for kind in ["good", *BAD])
-    project.config(f"version: 1\nprovider:\n  base_url: http://api.hostile.test\n  concurrency: 8\n"
+    project.config(f"version: 1\nprovider:\n  base_url: https://api.hostile.test\n  concurrency: 8\n"
                    f"defaults:\n  size: '1:1'\n  quality: low\nimages:\n{images}")
     caplog.set_level("DEBUG")
     report = api_build(project, None, transport=httpx.ASGITransport(app=api))
@@ -421,7 +421,7 @@ def test_hostile_results_are_refused_per_asset(project, tmp_path, caplog):
 def test_hostile_results_over_the_cli_print_no_traceback(project, tmp_path):
     """The same refusal seen by a user: one line per failed asset, exit code 1."""
     api = HostileApi()
-    project.config("version: 1\nprovider:\n  base_url: http://api.hostile.test\n"
+    project.config("version: 1\nprovider:\n  base_url: https://api.hostile.test\n"
                    "images:\n  bomb:\n    prompt: bomb\n    size: '1:1'\n  notimage:\n    prompt: notimage\n"
                    "    size: '1:1'\n")
     with serve_in_thread(api) as url:

@@ -1,7 +1,10 @@
 """StarMagicClient: submit, poll, download and upload over httpx, with the retry policy.
 
 httpx errors become ApiError subclasses here and only here. The key is sent only to the API and
-file hosts, never to result links (they are public CDN URLs), and is never logged.
+file hosts, never to result links (they are public CDN URLs), and is never logged. Text a server
+sends (error messages, failure reasons) is scrubbed of the key and of control characters before
+it becomes part of any error. Every request has an overall deadline, and every download one for
+all its attempts: a body that drips a byte a second cannot hold a build past it.
 """
 
 from __future__ import annotations
@@ -13,22 +16,25 @@ import logging
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Awaitable, Callable
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 
 from starbuild.api.pool import network_transport
 from starbuild.api.wire import Task, parse_error, parse_task
 from starbuild.errors import (
-    ApiError, AuthError, BadRequestError, NotFoundError, QuotaError, RateLimitError, TransientApiError,
-    UnknownOutcomeError,
+    ApiError, AuthError, BadRequestError, NotFoundError, NotSentError, QuotaError, RateLimitError,
+    TransientApiError, UnknownOutcomeError,
 )
+from starbuild.text import scrub
 
 log = logging.getLogger("starbuild.http")
 MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
+REQUEST_DEADLINE = 60.0    # seconds for one API request, answer body included
+DOWNLOAD_DEADLINE = 300.0  # seconds for one result download, every attempt included
 
 
 @dataclass
@@ -62,8 +68,8 @@ def _retry_after(resp: httpx.Response) -> float | None:
         return max(0.0, parsed.timestamp() - time.time()) if parsed else None
 
 
-def error_from_response(resp: httpx.Response) -> ApiError:
-    """The ApiError for an error answer, from either envelope."""
+def error_from_response(resp: httpx.Response, secrets: tuple[str, ...] = ()) -> ApiError:
+    """The ApiError for an error answer, from either envelope, its text scrubbed of ``secrets``."""
     try:
         data = resp.json()
     except ValueError:
@@ -71,7 +77,7 @@ def error_from_response(resp: httpx.Response) -> ApiError:
     body = parse_error(data, resp.status_code)
     status = resp.status_code
     advised = _retry_after(resp) or body.retry_after
-    text = f"HTTP {status} {body.code}: {body.message}"
+    text = scrub(f"HTTP {status} {body.code[:100]}: {body.message[:500]}", secrets)
     kind: type[ApiError]
     if status == 429:
         kind = RateLimitError
@@ -87,7 +93,7 @@ def error_from_response(resp: httpx.Response) -> ApiError:
         kind = BadRequestError
     else:
         kind = ApiError
-    return kind(text, status=status, code=body.code, retry_after=advised)
+    return kind(text, status=status, code=scrub(body.code[:100], secrets), retry_after=advised)
 
 
 class StarMagicClient:
@@ -97,7 +103,8 @@ class StarMagicClient:
                  transport: httpx.AsyncBaseTransport | None = None, retry: RetryPolicy | None = None,
                  timeout: float = 60.0, seed: int | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 on_rate_limit: Callable[[], None] | None = None):
+                 on_rate_limit: Callable[[], None] | None = None, deadline: float = REQUEST_DEADLINE,
+                 download_deadline: float = DOWNLOAD_DEADLINE):
         self.base_url = base_url.rstrip("/")
         self.files_url = (files_url or base_url).rstrip("/")
         self._key = api_key
@@ -108,6 +115,12 @@ class StarMagicClient:
         self.http = httpx.AsyncClient(transport=transport or network_transport(), timeout=timeout,
                                       follow_redirects=True, trust_env=False)
         self.requests = 0
+        self.deadline = deadline
+        self.download_deadline = download_deadline
+
+    def scrub(self, text: object) -> str:
+        """Text fit to show: the key (in any form) removed, control characters escaped."""
+        return scrub(text, (self._key,) if self._key else ())
 
     async def __aenter__(self) -> "StarMagicClient":
         return self
@@ -121,20 +134,35 @@ class StarMagicClient:
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._key}"} if self._key else {}
 
-    async def _send(self, method: str, url: str, *, auth: bool, once: bool = False,
+    async def _send(self, method: str, url: str, *, auth: bool, once: bool = False, deadline: float | None = None,
                     **kwargs: Any) -> httpx.Response:
         """One logical request with retries.
 
         ``once``: a single attempt whose errors go to the caller, and a lost answer (the request
         may have been received) is UnknownOutcomeError, for requests that must not be repeated blind.
         """
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise NotSentError(f"{url!r} is not an http(s) URL with a host; the request was not sent")
         headers = self._auth() if auth else {}
+        deadline = deadline or self.deadline
         err: ApiError | None = None
         attempts = 1 if once else self.retry.attempts
         for attempt in range(attempts):
             self.requests += 1
             try:
-                resp = await self.http.request(method, url, headers=headers, **kwargs)
+                async with asyncio.timeout(deadline):
+                    resp = await self.http.request(method, url, headers=headers, **kwargs)
+            except (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL, UnicodeError) as exc:
+                # Refused by the HTTP stack before a byte was sent: nothing can have been billed.
+                raise NotSentError(f"the request to {urlsplit(url).netloc or url!r} could not be sent: "
+                                   f"{type(exc).__name__}") from None
+            except TimeoutError:
+                if once:
+                    raise UnknownOutcomeError(
+                        f"no complete answer within {deadline:g} s after the submission was sent; "
+                        "it may have been accepted and billed") from None
+                err = TransientApiError(f"{urlsplit(url).netloc}: no complete answer within {deadline:g} s")
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 err = TransientApiError(f"cannot reach {urlsplit(url).netloc}: {exc or type(exc).__name__}")
             except (httpx.TransportError, OSError) as exc:
@@ -147,7 +175,7 @@ class StarMagicClient:
                 log.debug("%s %s -> %s", method, url, resp.status_code)
                 if resp.status_code < 400:
                     return resp
-                err = error_from_response(resp)
+                err = error_from_response(resp, (self._key,) if self._key else ())
                 if once or not isinstance(err, TransientApiError):
                     raise err
                 if isinstance(err, RateLimitError) and self.on_rate_limit:
@@ -172,14 +200,25 @@ class StarMagicClient:
 
     async def task(self, task_id: str) -> Task:
         """GET /v1/tasks/{id}."""
-        resp = await self._send("GET", f"{self.base_url}/v1/tasks/{task_id}", auth=True)
+        resp = await self._send("GET", f"{self.base_url}/v1/tasks/{quote(task_id, safe='')}", auth=True)
         try:
-            return parse_task(resp.json())
+            task = parse_task(resp.json())
         except ValueError:
-            raise TransientApiError(f"task {task_id}: the answer is not a task object") from None
+            raise TransientApiError(f"task {self.scrub(task_id)}: the answer is not a task object") from None
+        if task.error_message is not None or task.error_code is not None:
+            task = replace(task, error_message=None if task.error_message is None else self.scrub(task.error_message),
+                           error_code=None if task.error_code is None else self.scrub(task.error_code)[:100])
+        return task
 
     async def download(self, url: str, dest_dir: Path, max_bytes: int = MAX_DOWNLOAD_BYTES) -> tuple[Path, str, int]:
-        """Stream a result link into a temp file in dest_dir: (path, sha256, bytes)."""
+        """Stream a result link into a temp file in dest_dir: (path, sha256, bytes), within the deadline."""
+        try:
+            async with asyncio.timeout(self.download_deadline):
+                return await self._download_attempts(url, dest_dir, max_bytes)
+        except TimeoutError:
+            raise TransientApiError(f"the download did not finish within {self.download_deadline:g} s") from None
+
+    async def _download_attempts(self, url: str, dest_dir: Path, max_bytes: int) -> tuple[Path, str, int]:
         err: ApiError | None = None
         for attempt in range(self.retry.attempts):
             self.requests += 1
@@ -207,7 +246,7 @@ class StarMagicClient:
                 log.debug("GET <result link> -> %s", resp.status_code)  # links are never logged
                 if resp.status_code >= 400:
                     await resp.aread()
-                    err = error_from_response(resp)
+                    err = error_from_response(resp, (self._key,) if self._key else ())
                     if isinstance(err, NotFoundError) or resp.status_code == 403:
                         raise NotFoundError("the result link has expired or is gone (links live 24 hours)",
                                             status=resp.status_code)
@@ -233,9 +272,15 @@ class StarMagicClient:
 
     async def upload(self, path: Path, mime: str) -> tuple[str, float | None]:
         """Upload a local file to the file service: (file_url, expires_at as unix seconds or None)."""
-        data = path.read_bytes()
+        from starbuild.safefile import read_regular
+
+        try:  # checked when planned, read again now: it must still be a regular file
+            data = read_regular(path, MAX_DOWNLOAD_BYTES)
+        except OSError as exc:
+            raise ApiError(f"cannot upload {path.name}: {exc.strerror or exc}") from None
+        # An upload of up to 50 MB gets the time of a download, not of an API call.
         resp = await self._send("POST", f"{self.files_url}/api/v1/files/upload/stream", auth=True,
-                                files={"file": (path.name, data, mime)})
+                                deadline=self.download_deadline, files={"file": (path.name, data, mime)})
         try:
             body = resp.json()
             info = body["data"]

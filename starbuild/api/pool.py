@@ -104,8 +104,56 @@ class _Returning:
             await self._pool._give_back(self._conn, self._origin)
 
 
-def network_transport() -> httpx.AsyncHTTPTransport:
-    """httpx's transport over a StackPool (TLS verified with the default context)."""
+class ProxyRouter(httpx.AsyncBaseTransport):
+    """Sends each request direct or through the proxy the environment names for it.
+
+    HTTPS_PROXY / HTTP_PROXY / ALL_PROXY and NO_PROXY are read as urllib reads them (any case),
+    once, when the client is made.
+    """
+
+    def __init__(self, direct: httpx.AsyncBaseTransport, ssl_context: ssl.SSLContext,
+                 proxies: dict[str, str]):
+        self._direct = direct
+        self._ssl_context = ssl_context
+        self._proxies = proxies
+        self._via: dict[str, httpx.AsyncHTTPTransport] = {}
+
+    def proxy_for(self, url: httpx.URL) -> str | None:
+        """The proxy URL for a request URL, or None to go direct."""
+        import urllib.request
+
+        proxy = self._proxies.get(url.scheme) or self._proxies.get("all")
+        if not proxy or urllib.request.proxy_bypass_environment(url.host, self._proxies):
+            return None
+        return proxy if "://" in proxy else f"http://{proxy}"
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        proxy = self.proxy_for(request.url)
+        if proxy is None:
+            return await self._direct.handle_async_request(request)
+        transport = self._via.get(proxy)
+        if transport is None:
+            transport = self._via[proxy] = httpx.AsyncHTTPTransport(proxy=proxy, verify=self._ssl_context,
+                                                                     trust_env=False)
+        return await transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        for transport in [self._direct, *self._via.values()]:
+            await transport.aclose()
+
+
+def network_transport() -> httpx.AsyncBaseTransport:
+    """httpx's transport over a StackPool, honouring the environment like other HTTP tools do.
+
+    TLS is verified against SSL_CERT_FILE / SSL_CERT_DIR when set (a corporate CA), else the
+    bundled roots; requests go through HTTPS_PROXY / HTTP_PROXY unless NO_PROXY exempts the host.
+    """
+    import urllib.request
+
+    context = httpx.create_ssl_context(trust_env=True)
     transport = httpx.AsyncHTTPTransport(trust_env=False)
-    transport._pool = StackPool(httpx.create_ssl_context())  # type: ignore[assignment]
-    return transport
+    transport._pool = StackPool(context)  # type: ignore[assignment]
+    proxies = urllib.request.getproxies_environment()
+    if not any(k != "no" for k in proxies):
+        return transport
+    return ProxyRouter(transport, context, proxies)

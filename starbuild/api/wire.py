@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -47,14 +48,37 @@ def _results(raw: Any) -> tuple[str, ...] | None:
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    """A finite number, or None: NaN, infinities (``1e400`` parses as one) and huge ints are dropped."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def parse_task(data: Any) -> Task:
-    """A task from JSON; raises ValueError when it is not a task object."""
-    if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+    """A task from JSON; raises ValueError only when it has no task id.
+
+    Read defensively: an accepted task's id must never be lost to an odd field elsewhere (a
+    non-finite number, a wrong type), so every other field falls back to "unknown".
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not data["id"]:
         raise ValueError("the answer is not a task object")
-    status = str(data.get("status") or "pending").lower()
+    try:
+        return _parse_task(data)
+    except Exception:  # noqa: BLE001 (whatever else is odd, the id is kept)
+        return Task(id=data["id"], status="pending")
+
+
+def _parse_task(data: dict) -> Task:
+    status = _text(data.get("status")) or "pending"
+    status = status.lower()
     error = data.get("error") if isinstance(data.get("error"), dict) else {}
     code = error.get("code")
     if status == "cancelled":
@@ -67,7 +91,7 @@ def parse_task(data: Any) -> Task:
     return Task(
         id=data["id"], status=status, progress=int(progress or 0), results=_results(data.get("results")),
         error_code=str(code) if code is not None else ("unknown_error" if status == "failed" else None),
-        error_message=error.get("message") if isinstance(error.get("message"), str) else None,
+        error_message=_text(error.get("message")),
         credits_reserved=_number(usage.get("credits_reserved")),
         estimated_time=_number(info.get("estimated_time")),
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -36,7 +37,14 @@ class Context:
         from starbuild.config.resolve import load_and_resolve
 
         project, self.specs = load_and_resolve(self.config_path)
+        show_warnings(project)
         return project
+
+
+def show_warnings(project) -> None:
+    """The config's located warnings on stderr (an exclude that matches nothing, ...)."""
+    for issue in project.warnings:
+        click.echo(f"warning: {issue}", err=True)
 
 
 def fail(exc) -> None:
@@ -54,15 +62,70 @@ def run_safely(fn):
     def wrapper(*args, **kwargs):
         from starbuild.errors import StarbuildError
 
+        terminated = _sigterm_as_ctrl_c()
         try:
             return fn(*args, **kwargs)
         except StarbuildError as exc:
             fail(exc)
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
+            click.echo("terminated (SIGTERM)" if terminated else "interrupted", err=True)
+            sys.exit(143 if terminated else 130)
 
     return wrapper
+
+
+class _Flag:
+    def __init__(self) -> None:
+        self.value = False
+
+    def __bool__(self) -> bool:
+        return self.value
+
+
+GRACE_SECONDS = 10.0
+
+
+def _exit_later(seconds: float) -> None:
+    """A build told to stop that is still running after ``seconds`` exits anyway: everything it
+    journaled is as safe as after a SIGKILL, and CI will not wait forever."""
+    import threading
+
+    def watchdog() -> None:
+        time.sleep(seconds)
+        sys.stderr.write(f"did not stop within {seconds:g} s of SIGTERM; exiting now\n")
+        sys.stderr.flush()
+        os._exit(143)
+
+    threading.Thread(target=watchdog, name="sigterm-watchdog", daemon=True).start()
+
+
+def _sigterm_as_ctrl_c() -> _Flag:
+    """SIGTERM (what CI sends on cancel) goes the way of Ctrl-C: tasks in flight stay journaled,
+    holds and locks are released, and the next build resumes (engine/interrupt.py). The flag
+    tells which one came."""
+    import signal
+    import threading
+
+    flag = _Flag()
+    if threading.current_thread() is not threading.main_thread():
+        return flag
+
+    def on_term(signum, frame) -> None:
+        if flag.value:
+            return
+        flag.value = True
+        click.echo("stopping (SIGTERM); tasks in flight stay journaled for the next build", err=True)
+        _exit_later(GRACE_SECONDS)
+        from starbuild.engine.interrupt import stop_running_build
+
+        if not stop_running_build():  # no build running yet (or any more): interrupt right here
+            raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, on_term)
+    except (ValueError, OSError):
+        pass
+    return flag
 
 
 def _late_global(ctx: click.Context, param: click.Parameter, value):
@@ -119,6 +182,8 @@ class LazyGroup(click.Group):
 
     lazy = {"emulator": ("starbuild.emulator.command", "emulator_command",
                          "Serve the StarMagic emulator over HTTP."),
+            "check-api": ("starbuild.cli.check_api", "check_api_command",
+                          "Check a server against the API's documented behaviour."),
             "cache": ("starbuild.cli.cache", "cache_group", "The shared remote cache: push, pull, status.")}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -157,6 +222,15 @@ def main(ctx: click.Context, directory: str | None, file: str | None, verbose: i
 
 
 main.command_class = GlobalCommand
+
+
+def _check_credits(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A budget is a finite number of credits, 0 or more (nan, inf or -1 would disable it)."""
+    import math
+
+    if value is not None and (not math.isfinite(value) or value < 0):
+        raise click.BadParameter(f"{value} is not a budget; give a finite number of credits, 0 or more")
+    return value
 pass_ctx = click.make_pass_decorator(Context)
 
 
@@ -193,22 +267,24 @@ def validate(ctx: Context) -> None:
     from starbuild.config.resolve import load_and_resolve
 
     project, specs = load_and_resolve(ctx.config_path)
+    show_warnings(project)
     specs = order_by_dependencies(project, specs)
     if not ctx.quiet:
         click.echo(f"{project.display}: ok ({len(specs)} assets)")
 
 
 @main.command()
+@click.argument("names", nargs=-1, metavar="[NAME_OR_GLOB]...")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.option("--offline", is_flag=True, help="Plan as an --offline build would (placeholders).")
 @pass_ctx
 @run_safely
-def plan(ctx: Context, as_json: bool, offline: bool) -> None:
-    """List every asset as new / changed / unchanged / removed, why, and the estimated credits."""
+def plan(ctx: Context, names, as_json: bool, offline: bool) -> None:
+    """List every asset (or the named ones) as new / changed / unchanged / removed, why, and the credits."""
     from starbuild.engine.build import plan_project
     from starbuild.cli.report import dump_json, render_plan
 
-    the_plan = plan_project(ctx.load(), placeholder=offline, specs=ctx.specs)
+    the_plan = plan_project(ctx.load(), placeholder=offline, specs=ctx.specs, select=names)
     if as_json:
         dump_json(the_plan.to_json())
     else:
@@ -219,7 +295,8 @@ def plan(ctx: Context, as_json: bool, offline: bool) -> None:
 @click.argument("names", nargs=-1)
 @click.option("--offline", is_flag=True, help="Use the built-in emulator: placeholder images, no key needed.")
 @click.option("--dry-run", is_flag=True, help="Only show the plan (same as `starbuild plan`).")
-@click.option("--max-credits", type=float, help="Refuse a build whose estimate is higher.")
+@click.option("--max-credits", type=float, callback=_check_credits,
+              help="Refuse a build whose estimate is higher; stop submitting before reserving more.")
 @click.option("--concurrency", type=click.IntRange(1, 256), help="Tasks in flight at most.")
 @click.option("--frozen", is_flag=True, help="Never call the API; fail (exit 3) if anything is stale.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report on stdout.")
@@ -249,8 +326,13 @@ def build(ctx: Context, names, offline, dry_run, max_credits, concurrency, froze
                            max_credits=max_credits, concurrency=concurrency, retry_failed=retry_failed,
                            retry_unknown=retry_unknown, fail_fast=not keep_going, wait=wait, specs=ctx.specs,
                            require_remote=require_remote)
-    with _progress(ctx, as_json) as progress:
-        report = run_build(project, options, emit=progress)
+    started = time.time()
+    try:
+        with _progress(ctx, as_json) as progress:
+            report = run_build(project, options, emit=progress)
+    except KeyboardInterrupt:
+        _say_interrupted(project, started)
+        raise  # run_safely picks the exit code: 130 for Ctrl-C, 143 for SIGTERM
     if as_json:
         dump_json(report.to_json())
     else:
@@ -258,6 +340,14 @@ def build(ctx: Context, names, offline, dry_run, max_credits, concurrency, froze
 
         render_summary(report)
     sys.exit(int(report.exit_code))
+
+
+def _say_interrupted(project, started: float) -> None:
+    from starbuild.engine.build import cache_dir
+    from starbuild.engine.known import interrupt_note, kept_after_interrupt
+
+    for line in interrupt_note(kept_after_interrupt(cache_dir(project), started)):
+        click.echo(line, err=True)
 
 
 def _progress(ctx: Context, as_json: bool):
@@ -300,13 +390,19 @@ def ls_command(ctx: Context, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @pass_ctx
 @run_safely
-def versions(ctx: Context) -> None:
+def versions(ctx: Context, as_json: bool) -> None:
     """List the asset versions."""
     from starbuild.store.inventory import list_versions
 
     rows = list_versions(ctx.load())
+    if as_json:
+        from starbuild.cli.report import dump_json
+
+        dump_json({"versions": rows, "current": next((v["version"] for v in rows if v["current"]), None)})
+        return
     for v in rows:
         mark = "*" if v["current"] else " "
         click.echo(f"{mark} v{v['version']:04d}  {v['created'] or '?':20}  {v['assets']} assets")
@@ -314,12 +410,22 @@ def versions(ctx: Context) -> None:
         click.echo("no versions yet")
 
 
+def _version_number(ctx, param, value: str) -> int:
+    """``3``, ``v3`` or ``v0003`` (the form ``versions`` prints)."""
+    import re
+
+    match = re.fullmatch(r"[vV]?(\d+)", value.strip())
+    if not match:
+        raise click.BadParameter(f"{value!r} is not a version; write it as versions prints it (v0003) or 3")
+    return int(match.group(1))
+
+
 @main.command()
-@click.argument("version", type=int)
+@click.argument("version", callback=_version_number, metavar="VERSION")
 @pass_ctx
 @run_safely
 def rollback(ctx: Context, version: int) -> None:
-    """Make version N current again and restore its lockfile, with no API call."""
+    """Make VERSION (3 or v0003) current again and restore its lockfile, with no API call."""
     from starbuild.store.inventory import rollback as do_rollback
 
     do_rollback(ctx.load(), version)
@@ -327,14 +433,23 @@ def rollback(ctx: Context, version: int) -> None:
 
 
 @main.command()
+@click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
 @pass_ctx
 @run_safely
-def gc(ctx: Context) -> None:
+def gc(ctx: Context, dry_run: bool) -> None:
     """Drop pruned versions' leftovers and cache objects nothing references."""
     from starbuild.store.inventory import collect_garbage
 
-    removed, freed = collect_garbage(ctx.load())
-    click.echo(f"removed {removed} unreferenced objects ({freed / 2**20:.1f} MB)")
+    garbage = collect_garbage(ctx.load(), dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    if dry_run:
+        for sha, size in garbage.objects:
+            click.echo(f"{verb} object {sha} ({size} bytes)")
+        for name in garbage.records:
+            click.echo(f"{verb} journal record of {name}")
+    kept = (f"; kept {garbage.kept_unpublished} paid image(s) no version has published yet"
+            if garbage.kept_unpublished else "")
+    click.echo(f"{verb} {len(garbage.objects)} unreferenced objects ({garbage.freed / 2**20:.1f} MB){kept}")
 
 
 @main.command()
@@ -343,7 +458,7 @@ def gc(ctx: Context) -> None:
               help="Also serve the preview gallery on 127.0.0.1 (default port 8700).")
 @click.option("--yes", is_flag=True, help="Do not ask before a large paid rebuild (watch.confirm_over).")
 @click.option("--concurrency", type=click.IntRange(1, 256), help="Tasks in flight at most.")
-@click.option("--max-credits", type=float, help="Refuse a rebuild whose estimate is higher.")
+@click.option("--max-credits", type=float, callback=_check_credits, help="Refuse a rebuild whose estimate is higher.")
 @pass_ctx
 @run_safely
 def watch(ctx: Context, offline: bool, serve_port: int | None, yes: bool, concurrency, max_credits) -> None:
@@ -354,9 +469,9 @@ def watch(ctx: Context, offline: bool, serve_port: int | None, yes: bool, concur
 
     _setup_logging(ctx)
     state = GalleryState()
-    if serve_port is not None:
+    if serve_port is not None:  # a busy port fails here, before anything is announced or built
         server = serve_gallery(state, serve_port, in_thread=True)
-        click.echo(f"gallery: http://127.0.0.1:{serve_port}/", err=True)
+        click.echo(f"gallery: http://127.0.0.1:{server.port}/", err=True)
     options = BuildOptions(offline=offline, concurrency=concurrency, max_credits=max_credits)
     watcher = Watcher(ctx.config_path, options, yes=yes, say=lambda line: click.echo(line, err=True),
                       confirm=terminal_confirm, state=state, emit=None if ctx.quiet else _plain_progress())
@@ -381,11 +496,12 @@ def _plain_progress():
 @run_safely
 def serve(ctx: Context, port: int) -> None:
     """Serve the preview gallery of the current assets (no watching)."""
-    from starbuild.ui.gallery import GalleryState, serve_gallery
+    from starbuild.ui.gallery import GalleryState, bind_gallery, serve_gallery
 
     state = GalleryState(ctx.load())
-    click.echo(f"gallery: http://127.0.0.1:{port}/ (Ctrl-C to stop)", err=True)
-    serve_gallery(state, port)
+    sock = bind_gallery(port)
+    click.echo(f"gallery: http://127.0.0.1:{sock.getsockname()[1]}/ (Ctrl-C to stop)", err=True)
+    serve_gallery(state, port, sock=sock)
 
 
 @main.command()

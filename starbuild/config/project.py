@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,14 +18,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starbuild.config.cache import Cache, RemoteConfig
 from starbuild.errors import ConfigError, Issue
 from starbuild.models import MAX_INPUTS
+from starbuild.config.urls import api_url_problem
 from starbuild.config.yamlfile import Marks, load_yaml_file
 
 CONFIG_NAME = "starbuild.yaml"
 RATE_UNITS = {"s": 1, "sec": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+# The slowest rate accepted: one submission an hour. Slower ones only make a build wait for days.
+MIN_RATE_PER_SECOND = 1 / 3600
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict: ``concurrency: "8"``, ``n: true`` and ``take: 1.5`` are errors, never coerced.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Provider(_Strict):
@@ -37,10 +41,33 @@ class Provider(_Strict):
     api_key_env: str = Field("STARMAGIC_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
                              description="NAME of the environment variable that holds the key (never the key)")
     concurrency: int = Field(4, ge=1, le=256, description="tasks in flight at most")
-    rate_limit: str | None = Field(None, pattern=r"^\s*\d+(\.\d+)?\s*/\s*(s|sec|second|min|minute|h|hour)\s*$",
-                                   description="submissions per time unit at most, e.g. 60/min")
-    task_timeout: float = Field(600, gt=0, description="seconds before an unfinished task is reported failed")
-    max_credits: float | None = Field(None, ge=0, description="refuse a build whose estimate exceeds this")
+    rate_limit: str | None = Field(None, pattern=r"^ *[0-9]+(\.[0-9]+)? */ *(s|sec|second|min|minute|h|hour) *$",
+                                   description="submissions per time unit at most, e.g. 60/min (at least 1/hour)")
+    task_timeout: float = Field(600, gt=0, allow_inf_nan=False,
+                                description="seconds before an unfinished task is reported failed")
+    max_credits: float | None = Field(None, ge=0, allow_inf_nan=False,
+                                      description="refuse a build whose estimate exceeds this")
+
+    @field_validator("base_url", "files_url")
+    @classmethod
+    def _safe_url(cls, v: str) -> str:
+        problem = api_url_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _bounded_rate(cls, v: str | None) -> str | None:
+        if v is not None:
+            count, unit = (p.strip() for p in v.split("/"))
+            rate = float(count) / RATE_UNITS[unit]
+            if rate <= 0:
+                raise ValueError(f"{v!r} allows no submission at all; remove rate_limit for no limit")
+            if rate < MIN_RATE_PER_SECOND:
+                raise ValueError(f"{v!r} is slower than 1/hour, so a build would wait for days; "
+                                 "use at least 1/hour")
+        return v
 
     def submissions_per_second(self) -> float | None:
         if not self.rate_limit:
@@ -60,7 +87,8 @@ class Watch(_Strict):
     """Guards for ``starbuild watch`` on paid builds."""
 
     confirm_over: int = Field(20, ge=0, description="ask before one rebuild submits more images than this")
-    confirm_credits: float = Field(50, ge=0, description="ask before one rebuild reserves more credits than this")
+    confirm_credits: float = Field(50, ge=0, allow_inf_nan=False,
+                                   description="ask before one rebuild reserves more credits than this")
 
 
 class FileAxis(_Strict):
@@ -131,6 +159,8 @@ class Project:
     config_path: Path
     config: Config
     marks: Marks
+    # Located warnings of the last resolution (an exclude that matches nothing, ...); never errors.
+    warnings: list[Issue] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def display(self) -> str:
@@ -181,6 +211,9 @@ def _message(err: dict) -> tuple[tuple, str, bool]:
     if kind == "missing":
         return loc, "is required", True
     msg = err["msg"]
+    typed = _type_message(kind, err.get("input"))
+    if typed:
+        return loc, typed, False
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     elif kind == "string_pattern_mismatch" and loc[-1] == "resolution":
@@ -194,11 +227,48 @@ def _message(err: dict) -> tuple[tuple, str, bool]:
     return loc, msg, False
 
 
+_KIND_WORDS = {"int_type": "a whole number", "float_type": "a number", "string_type": "text",
+               "bool_type": "true or false"}
+
+
+def _type_message(kind: str, value: Any) -> str | None:
+    """A strict type error in words, saying what was written and how to write it."""
+    if kind == "finite_number":
+        return f"{value!r} is not a finite number"
+    wanted = _KIND_WORDS.get(kind)
+    if wanted is None or isinstance(value, (dict, list)):
+        return None
+    if isinstance(value, bool):
+        written = f"{str(value).lower()} is a boolean"
+    elif isinstance(value, str):
+        written = f"{value!r} is text (quoted)"
+        if kind in ("int_type", "float_type"):
+            return f"{written}, not {wanted}; write the number without quotes"
+    elif isinstance(value, float) and kind == "int_type":
+        return f"{value!r} is not a whole number"
+    elif isinstance(value, (int, float)):
+        written = f"{value!r} is a number"
+        if kind == "string_type":
+            return f"{written}, not text; put it in quotes"
+    elif value is None:
+        written = "an empty value"
+    else:
+        written = f"{value!r}"
+    return f"{written}, not {wanted}"
+
+
 def find_config(directory: Path | None = None, file: Path | None = None) -> Path:
-    """The config file to use: ``-f FILE``, else starbuild.yaml in ``-C DIR`` or the working directory."""
+    """The config file to use: ``-f FILE``, else starbuild.yaml in ``-C DIR``, else in the working
+    directory or the nearest parent holding one (as git finds its repository)."""
     if file is not None:
         return Path(file) if directory is None or Path(file).is_absolute() else Path(directory) / file
-    return Path(directory or ".") / CONFIG_NAME
+    if directory is not None:
+        return Path(directory) / CONFIG_NAME
+    here = Path.cwd()
+    for folder in (here, *here.parents):
+        if (folder / CONFIG_NAME).is_file():
+            return Path(CONFIG_NAME) if folder == here else Path(os.path.relpath(folder / CONFIG_NAME))
+    return Path(CONFIG_NAME)  # the "not found" error names the working directory's file
 
 
 def load_config(path: Path | str = CONFIG_NAME) -> Project:

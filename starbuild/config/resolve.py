@@ -10,14 +10,21 @@ import re
 from pathlib import Path
 from typing import Any
 
+from starbuild.config.disknames import disk_problems
 from starbuild.config.project import Image, Project
 from starbuild.errors import ConfigError, Issue
 from starbuild.config.matrix import Cell, expand
+from starbuild.safefile import FileTooLarge, read_regular
+from starbuild.text import printable
 from starbuild.models import GPT_IMAGE_2, check_options, check_prompt
 from starbuild.plan.spec import GenerationSpec, InputRef, sha256_hex
 from starbuild.config.templating import TemplateProblem, Templates
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+# Sizes as the API documents them: auto, a ratio, or WxH in ASCII digits without padding or spaces.
+SIZE_RE = re.compile(r"^(?:auto|[1-9][0-9]?:[1-9][0-9]?|[1-9][0-9]{0,4}[x×X][1-9][0-9]{0,4})$", re.ASCII)
+# Control characters a prompt may not carry (tab, newline and carriage return are text).
+PROMPT_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 MAX_INPUT_BYTES = 50 * 1024 * 1024
 # How many problems one image key may report; a 10,000-cell matrix with one typo says it once.
 MAX_ISSUES_PER_IMAGE = 5
@@ -61,15 +68,20 @@ class _Collector:
         self.project, self.key, self.image = project, key, image
         self.issues: list[Issue] = []
         self.seen: set[str] = set()
+        self.cell: Cell | None = None  # the matrix cell being resolved
+        self.where = ""  # its asset name and cell, as template errors show them
 
     def path(self, fld: str) -> tuple:
         own = getattr(self.image, fld, None) is not None or (fld == "vars" and self.image.vars)
         return ("images", self.key, fld) if own or fld == "name" else ("defaults", fld)
 
-    def add(self, fld: str, message: str, line_in_template: int | None = None, file: str | None = None) -> None:
+    def add(self, fld: str, message: str, line_in_template: int | None = None, file: str | None = None,
+            where: str = "") -> None:
         if fld in self.seen or len(self.issues) >= MAX_ISSUES_PER_IMAGE:
             return
         self.seen.add(fld)
+        if where:
+            message = f"{message} [{where}]"
         if fld == "name":
             issue = self.project.issue(("images", self.key), message, key=True)
             issue = Issue(issue.file, issue.line, issue.column, f"images.{self.key}", message)
@@ -99,6 +111,9 @@ class Resolver:
         specs: list[GenerationSpec] = []
         issues: list[Issue] = []
         origin: dict[str, tuple[str, Cell]] = {}
+        self.project.warnings.clear()
+        if cfg.defaults.prompt is not None and cfg.defaults.prompt_file is not None:
+            issues.append(self.project.issue(("defaults", "prompt"), "set prompt or prompt_file, not both"))
         for key, image in cfg.images.items():
             col = _Collector(self.project, key, image)
             for spec, cell in self._image(key, image, col):
@@ -109,6 +124,10 @@ class Resolver:
                     continue
                 origin[spec.name] = (key, cell)
                 specs.append(spec)
+            issues.extend(col.issues)
+        for spec, message in disk_problems(specs):
+            col = _Collector(self.project, spec.template, cfg.images[spec.template])
+            col.add("name", f"asset {spec.name!r}: {message}")
             issues.extend(col.issues)
         problem = output_dir_problem(self.project)
         if problem:
@@ -179,12 +198,16 @@ class Resolver:
         def fail(where: tuple, message: str) -> ConfigError:
             return ConfigError(self.project.issue(("images", key, "matrix") + where, message))
 
+        def warn(where: tuple, message: str) -> None:
+            self.project.warnings.append(self.project.issue(("images", key, "matrix") + where, message))
+
         try:
-            cells = expand(image.matrix, self.root, fail)
+            cells = expand(image.matrix, self.root, fail, warn)
         except ConfigError as exc:
             col.issues.extend(exc.issues)
             return
         for cell in cells:
+            col.cell, col.where = cell, _cell_where(None, cell)
             spec = self._cell(key, fields, {**base_vars, **cell}, col)
             if spec is not None:
                 yield spec, cell
@@ -193,7 +216,7 @@ class Resolver:
         try:
             return self.templates.render(source, ctx)
         except TemplateProblem as exc:
-            col.add(fld, exc.message, exc.line, exc.file)
+            col.add(fld, exc.message, exc.line, exc.file, where=col.where)
             return None
 
     def _cell(self, key: str, fields: dict[str, Any], ctx: dict[str, Any], col: _Collector) -> GenerationSpec | None:
@@ -204,22 +227,34 @@ class Resolver:
             col.add("name", f"{name!r} is not a valid asset name: use letters, digits, -, _, . and / "
                             "in a relative path without '..'")
             return None
+        if name != key or col.where:
+            col.where = _cell_where(name, col.cell)
         if "prompt_file" in fields:
             try:
                 prompt = self.templates.render_file(fields["prompt_file"], ctx)
             except TemplateProblem as exc:
-                col.add("prompt_file", exc.message, exc.line, exc.file or fields["prompt_file"])
+                col.add("prompt_file", exc.message, exc.line, exc.file or fields["prompt_file"], where=col.where)
                 return None
         else:
             prompt = self._render(col, "prompt", fields["prompt"], ctx)
             if prompt is None:
                 return None
+        control = PROMPT_CONTROL.search(prompt)
+        if control:
+            col.add("prompt_file" if "prompt_file" in fields else "prompt",
+                    f"the prompt holds the control character U+{ord(control.group(0)):04X}; remove it",
+                    where=col.where)
+            return None
         model = fields.get("model", GPT_IMAGE_2)
         size, resolution = fields.get("size"), fields.get("resolution")
         if size and "{" in size:
             size = self._render(col, "size", size, ctx)
             if size is None:
                 return None
+        if size is not None and not SIZE_RE.match(size):
+            col.add("size", f"{size!r} is not a size: write auto, a ratio such as 16:9, or WxH such as 1024x1536 "
+                            "(ASCII digits, no spaces or leading zeros)" + (f" (asset {name!r})" if name != key else ""))
+            return None
         if resolution and "{" in resolution:
             resolution = self._render(col, "resolution", resolution, ctx)
             if resolution is None:
@@ -279,15 +314,15 @@ class Resolver:
             col.add(fld, f"{rel!r} is outside the project folder; reference images must be inside it")
             return None
         try:
-            data = path.read_bytes()
+            data = read_regular(path, MAX_INPUT_BYTES)
         except FileNotFoundError:
             col.add(fld, f"file {rel!r} not found")
             return None
-        except OSError as exc:
-            col.add(fld, f"cannot read {rel!r}: {exc}")
+        except FileTooLarge:
+            col.add(fld, f"{rel!r} is larger than 50 MB; reference images may be at most 50 MB")
             return None
-        if len(data) > MAX_INPUT_BYTES:
-            col.add(fld, f"{rel!r} is {len(data) / 2**20:.0f} MB; reference images may be at most 50 MB")
+        except OSError as exc:
+            col.add(fld, f"cannot read {rel!r}: {exc.strerror or exc}")
             return None
         kind = image_format(data[:16])
         allowed = ("png",) if fld == "mask" else ("png", "jpeg", "webp")
@@ -297,6 +332,15 @@ class Resolver:
         digest = sha256_hex(data)
         self._file_hashes[rel] = (digest, kind)
         return digest
+
+
+def _cell_where(name: str | None, cell: Cell | None) -> str:
+    """Which expansion of an image a problem belongs to: its asset name and matrix cell."""
+    parts = [f"asset {name!r}"] if name else []
+    if cell:
+        inner = ", ".join(f"{k}: {printable(v)[:60]}" for k, v in cell.items())
+        parts.append(f"cell {{{inner}}}")
+    return ", ".join(parts)
 
 
 def _cell_text(key: str, cell: Cell) -> str:

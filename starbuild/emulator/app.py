@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from urllib.parse import unquote, urlsplit
 
+import anyio
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -29,12 +30,14 @@ from starbuild import models
 
 from .callbacks import CallbackSender
 from .config import EmulatorConfig, default_clock
-from .faults import RESET, Dice, drop_connection, error_body, request_fault
+from .faults import (
+    ESCAPE_TEXT, RESET, TASK_FAILURE_MESSAGES, Dice, drip, drop_connection, error_body, request_fault, submit_answer,
+)
 from .files import FileStore, file_endpoint, upload_endpoint
 from .references import MISSING, Missing, Reference, check_references
 from .render import RenderCache, render_placeholder
 from .tasks import PENDING_SHARE, RESULT_NAME, TASK_PREFIX, Task, new_task_id, task_view
-from .validation import check_submission
+from .validation import applicable, check_submission
 
 _FILE_PATH = re.compile(r"^/(?:cdn/files/([^/]+)/.*|api/v1/files/download/([^/]+))$")
 _RESULT_PATH = re.compile(r"^/cdn/([^/]+)$")
@@ -85,15 +88,30 @@ class Emulator:
         self.callbacks = CallbackSender(
             self.clock, lambda task: task_view(task, self.clock(), self.config.public_url),
             lambda: self.config.callback_retry_delays, lambda: self.config.callback_timeout)
-        self._app = Starlette(routes=[
+        handlers = {HTTPException: self._http_exception}
+        api_routes = [
             Route("/v1/images/generations", self._submit, methods=["POST"]),
             Route("/v1/tasks/{task_id}", self._task, methods=["GET"]),
+            Route("/cdn/{name}", self._result, methods=["GET"]),
+            Route("/_emulator/ledger", self._ledger, methods=["GET"]),
+        ]
+        file_routes = [
             Route("/api/v1/files/upload/{kind}", partial(upload_endpoint, self), methods=["POST"]),
             Route("/cdn/files/{file_id}/{name:path}", partial(file_endpoint, self), methods=["GET"]),
             Route("/api/v1/files/download/{file_id}", partial(file_endpoint, self), methods=["GET"]),
-            Route("/cdn/{name}", self._result, methods=["GET"]),
-            Route("/_emulator/ledger", self._ledger, methods=["GET"]),
-        ], exception_handlers={HTTPException: self._http_exception})
+        ]
+        self._api_app = Starlette(routes=api_routes, exception_handlers=handlers)
+        self._files_app = Starlette(routes=file_routes, exception_handlers=handlers)
+        # One host for both when they are configured alike (file routes first: /cdn/files/...).
+        self._both_app = Starlette(routes=file_routes + api_routes, exception_handlers=handlers)
+
+    def _app_for(self, scope) -> Starlette:
+        """The file service answers on its own host only, the API on the others, as on the platform."""
+        files = urlsplit(self.config.files_url).netloc.lower()
+        if files == urlsplit(self.config.public_url).netloc.lower():
+            return self._both_app
+        host = next((v.decode("latin-1").lower() for k, v in scope.get("headers", ()) if k == b"host"), "")
+        return self._files_app if host == files else self._api_app
 
     def reset(self) -> None:
         """Forget every task, file, ledger entry and counter; restart the fault dice."""
@@ -108,8 +126,9 @@ class Emulator:
         self._dice = Dice(self.config.seed)
 
     async def __call__(self, scope, receive, send) -> None:
+        app = self._app_for(scope)
         if scope["type"] != "http":
-            await self._app(scope, receive, send)
+            await app(scope, receive, send)
             return
         endpoint = endpoint_of(scope["path"])
         if endpoint:
@@ -121,8 +140,11 @@ class Emulator:
                 self.counters[f"status_{message['status']}"] += 1
             await send(message)
 
+        faults = self.config.faults
+        if endpoint in ("task", "result") and self._roll(f"drip_{endpoint}", getattr(faults, f"rate_drip_{endpoint}")):
+            counting_send = await drip(counting_send, self.config.faults.drip_seconds)
         if endpoint in ("submit", "task"):
-            fault = await request_fault(self)
+            fault = await request_fault(self, scope.get("headers", []))
             if fault is RESET:
                 await drop_connection(send)
                 return
@@ -130,7 +152,7 @@ class Emulator:
                 await fault(scope, receive, counting_send)
                 return
         try:
-            await self._app(scope, receive, counting_send)
+            await app(scope, receive, counting_send)
         except ClientDisconnect:
             pass  # the client hung up mid-request (a killed build): nobody is left to answer
 
@@ -141,6 +163,8 @@ class Emulator:
         """An error answer in the documented envelope (or the older one, under that fault)."""
         faults = self.config.faults
         legacy = self._roll("legacy_envelope", faults.rate_legacy_envelope)
+        if self._roll("escape_text", faults.rate_escape_text):
+            message = ESCAPE_TEXT + message
         extra = self._roll("extra_fields_error", faults.rate_extra_fields, count=False)
         body = error_body(status, code, message, legacy=legacy, param=param, extra=extra)
         if files:  # the file service's own envelope, with the API's error object alongside
@@ -184,6 +208,7 @@ class Emulator:
             return self.error(400, "invalid_request", "body: is not valid JSON", param="body")
         if not isinstance(body, dict):
             return self.error(400, "invalid_request", "body: must be a JSON object", param="body")
+        body = applicable(body)
         problems = check_submission(body, allow_loopback_callbacks=self.config.allow_loopback_callbacks)
         if problems:
             message = "; ".join(f"{field}: {text}" for field, text in problems.items())
@@ -201,12 +226,16 @@ class Emulator:
         if limit is not None and self._unfinished(owner, now) >= limit:
             return self.error(429, "rate_limit_exceeded",
                               f"Too many tasks in flight (at most {limit}); wait for running tasks")
-        credits = models.estimate_credits(body)
+        per_image = self.config.faults.reserve_per_image
+        credits = models.estimate_credits(body) if per_image is None else per_image * (body.get("n") or 1)
         balance = self.config.credit_balance
         if balance is not None and sum(e.credits for e in self.ledger) + credits > balance + 1e-9:
             return self.error(402, "insufficient_quota", "Insufficient credits for this request; top up")
         task = self._new_task(body, owner, now, credits, failure, base)
-        return JSONResponse(task_view(task, now, self.config.public_url, submitted=True))
+        answer = task_view(task, now, self.config.public_url, submitted=True)
+        if self._roll("slow_submit", self.config.faults.rate_slow_submit):
+            await anyio.sleep(self.config.faults.slow_submit_seconds)  # accepted and billed already
+        return submit_answer(self, answer)
 
     def _new_task(self, body: dict, owner: str, now: float, credits: float,
                   failure: tuple[str, str] | None, base: bytes | None) -> Task:
@@ -244,6 +273,9 @@ class Emulator:
             if self._roll("results_null", faults.rate_results_null):
                 task.results_null_seconds = faults.results_null_seconds
             task.results_objects = self._roll("results_objects", faults.rate_results_objects)
+        if task.outcome == "failed" and self._roll("escape_text_task", faults.rate_escape_text):
+            task.failure_message = ESCAPE_TEXT + (task.failure_message or TASK_FAILURE_MESSAGES.get(
+                task.failure_code or "", "The generation failed"))
 
     def _prune(self, now: float) -> None:
         """Forget expired tasks; they were stored in submission order."""
@@ -305,7 +337,8 @@ class Emulator:
     def _resolve(self, url: str, request: Request) -> Reference | Missing | None:
         """What the emulator serves at ``url``: a Reference, MISSING, or None for other hosts."""
         parts = urlsplit(url)
-        own = {urlsplit(self.config.public_url).netloc.lower(), request.headers.get("host", "").lower()}
+        own = {urlsplit(self.config.public_url).netloc.lower(), urlsplit(self.config.files_url).netloc.lower(),
+               request.headers.get("host", "").lower()}
         if parts.netloc.lower() not in own:
             return None
         path = unquote(parts.path)

@@ -25,6 +25,16 @@ _FAULT_HELP = {
     "rate_results_objects": "results as [{\"url\": ...}] instead of strings",
     "rate_legacy_envelope": "error answers in the older envelope (integer code, param, fallback_suggestion)",
     "rate_extra_fields": "unknown extra fields; no usage/estimated_time on task queries",
+    "rate_usage_missing": "submit answers without usage",
+    "rate_usage_nan": "submit answers with credits_reserved NaN",
+    "rate_usage_negative": "submit answers with a negative credits_reserved",
+    "rate_usage_huge": "submit answers with credits_reserved 1e400 (overflows to infinity)",
+    "rate_progress_overflow": "submit answers with progress 1e400",
+    "rate_slow_submit": "submissions accepted (and billed) at once but answered after --slow-submit-seconds",
+    "rate_echo_headers": "400 whose message echoes the request headers (the key included)",
+    "rate_escape_text": "terminal escape sequences in error and task failure messages",
+    "rate_drip_task": "task query answers sent one byte every --drip-seconds",
+    "rate_drip_result": "result downloads sent one byte every --drip-seconds",
 }
 
 
@@ -44,6 +54,9 @@ def _fault_options(command):
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8787, show_default=True, type=click.IntRange(0, 65535),
               help="Port to listen on (0 picks a free one).")
+@click.option("--files-port", default=None, type=click.IntRange(0, 65535),
+              help="Port of the file service, a host of its own as on the platform (default: PORT+1, "
+                   "or a free one when PORT is 0).")
 @click.option("--latency", default=0.0, show_default=True, type=click.FloatRange(min=0.0), metavar="SECONDS",
               help="Time a task takes from submission to completion.")
 @click.option("--ttl", default=86400.0, show_default=True, type=click.FloatRange(min=0.0), metavar="SECONDS",
@@ -62,41 +75,59 @@ def _fault_options(command):
               help="Unfinished tasks allowed per key; past it 429 rate_limit_exceeded.")
 @click.option("--render", type=click.Choice(["full", "plain"]), default="full", show_default=True,
               help="full: placeholder with text; plain: solid colour, fastest.")
-@click.option("--public-url", default=None, help="Base of the result and file URLs handed out "
+@click.option("--public-url", default=None, help="Base of the result URLs handed out "
               "(default: http://HOST:PORT).")
+@click.option("--public-files-url", default=None, help="Base of the file service's URLs handed out "
+              "(default: http://HOST:FILES-PORT).")
 @click.option("--allow-loopback-callbacks", is_flag=True,
               help="Accept http and private/loopback callback URLs (for local testing).")
 @_fault_options
 @click.option("--slow-seconds", default=2.0, show_default=True, type=click.FloatRange(min=0.0),
               help="Delay of a slow answer.")
+@click.option("--drip-seconds", default=1.0, show_default=True, type=click.FloatRange(min=0.0),
+              help="Pause between the bytes of a dripping body under --fault-drip-task/-result.")
 @click.option("--results-null-seconds", default=1.0, show_default=True, type=click.FloatRange(min=0.0),
               help="How long a completed task shows results: null under --fault-results-null.")
+@click.option("--slow-submit-seconds", default=1.0, show_default=True, type=click.FloatRange(min=0.0),
+              help="Delay of a slow submit answer (--fault-slow-submit).")
+@click.option("--reserve-per-image", default=None, type=click.FloatRange(min=0.0), metavar="CREDITS",
+              help="Reserve (and bill) this many credits per image, whatever starbuild's price table says.")
 @click.option("--failure-code", "failure_codes", multiple=True, type=click.Choice(FAILURE_CODES),
               help="Codes failed tasks use (repeatable; default: all documented codes).")
-def emulator_command(host, port, latency, ttl, task_ttl, file_ttl, seed, api_key, credit_balance,
+def emulator_command(host, port, files_port, public_files_url, latency, ttl, task_ttl, file_ttl, seed, api_key, credit_balance,
                      deny_model, max_unfinished, render, public_url, allow_loopback_callbacks,
-                     slow_seconds, results_null_seconds, failure_codes, **rates):
+                     slow_seconds, drip_seconds, results_null_seconds, slow_submit_seconds, reserve_per_image,
+                     failure_codes, **rates):
     """Serve the StarMagic API emulator over HTTP until Ctrl-C.
 
     Point any client at it with STARMAGIC_BASE_URL (and STARMAGIC_FILES_URL for uploads).
     """
     from .app import Emulator
-    from .config import DEFAULT_PUBLIC_URL
+    from .config import DEFAULT_FILES_URL, DEFAULT_PUBLIC_URL
     from .server import serve
 
-    faults = Faults(slow_seconds=slow_seconds, results_null_seconds=results_null_seconds,
+    faults = Faults(slow_seconds=slow_seconds, drip_seconds=drip_seconds, results_null_seconds=results_null_seconds,
+                    slow_submit_seconds=slow_submit_seconds, reserve_per_image=reserve_per_image,
                     failure_codes=tuple(failure_codes) or FAILURE_CODES, max_unfinished=max_unfinished,
                     **rates)
     config = EmulatorConfig(latency=latency, ttl=ttl, task_ttl=task_ttl, file_ttl=file_ttl, seed=seed,
                             api_key=api_key, credit_balance=credit_balance, denied_models=frozenset(deny_model),
                             render=render, public_url=public_url or DEFAULT_PUBLIC_URL,
+                            files_url=public_files_url or DEFAULT_FILES_URL,
                             allow_loopback_callbacks=allow_loopback_callbacks, faults=faults)
 
-    def announce(url: str) -> None:
-        click.echo(f"StarMagic emulator listening on {url} (Ctrl-C to stop)", err=True)
+    def announce(url: str, files: str) -> None:
+        click.echo(f"StarMagic emulator listening on {url}, file service on {files} (Ctrl-C to stop)", err=True)
+        click.echo(f"  export STARMAGIC_BASE_URL={url} STARMAGIC_FILES_URL={files}", err=True)
 
+    if files_port is None:
+        files_port = port + 1 if 0 < port < 65535 else 0
     try:
-        serve(Emulator(config), host, port, announce=announce)
+        serve(Emulator(config), host, port, files_port, announce=announce)
     except KeyboardInterrupt:  # the server re-raises Ctrl-C after shutting down; stopping is the point
         pass
+    except OSError as exc:  # a busy port (or an address this machine does not have): say which
+        raise click.ClickException(f"cannot listen on {host} port {port} (file service port {files_port}): "
+                                   f"{exc.strerror or exc}; choose another with --port, or --port 0 for a free one"
+                                   ) from None
     click.echo("StarMagic emulator stopped", err=True)

@@ -18,6 +18,8 @@ FAILURE_CODES = (
 )
 
 DEFAULT_PUBLIC_URL = "http://starmagic.emulator"
+# The file service lives on its own host, as on the platform (files-api.* beside api.*).
+DEFAULT_FILES_URL = "http://files.starmagic.emulator"
 
 
 @dataclass
@@ -29,6 +31,10 @@ class Faults:
     Request faults (429, 5xx, reset, slow) apply to the API calls a client retries: submit and
     task query. Task faults (failed, cancelled, results variants, extra fields) are drawn once
     per accepted task. ``rate_legacy_envelope`` is drawn per error answer.
+    Hostile faults: ``rate_echo_headers`` refuses an API request with a 400 whose message echoes
+    the request's headers (the key included); ``rate_escape_text`` puts terminal escape sequences
+    into error and task failure messages; ``rate_drip_task`` / ``rate_drip_result`` send a task
+    query's / a result download's body one byte every ``drip_seconds``.
     """
 
     rate_429: float = 0.0
@@ -47,7 +53,25 @@ class Faults:
     rate_results_objects: float = 0.0
     rate_legacy_envelope: float = 0.0
     rate_extra_fields: float = 0.0
+    # Answers to a submission that a budget must survive: no usage, a NaN, negative or overflowing
+    # (1e400) credits_reserved, an overflowing progress, and answers that come only after a delay
+    # (the task is accepted, and billed, before the delay).
+    rate_usage_missing: float = 0.0
+    rate_usage_nan: float = 0.0
+    rate_usage_negative: float = 0.0
+    rate_usage_huge: float = 0.0
+    rate_progress_overflow: float = 0.0
+    rate_slow_submit: float = 0.0
+    slow_submit_seconds: float = 1.0
+    rate_echo_headers: float = 0.0
+    rate_escape_text: float = 0.0
+    rate_drip_task: float = 0.0
+    rate_drip_result: float = 0.0
+    drip_seconds: float = 1.0
     max_unfinished: int | None = None
+    # Credits reserved (and billed) per image whatever the price table says: a server that costs
+    # more than starbuild's estimate (None: the estimate).
+    reserve_per_image: float | None = None
 
     def __post_init__(self) -> None:
         for name in rate_fields():
@@ -55,6 +79,8 @@ class Faults:
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"Faults.{name} must be between 0 and 1, not {rate!r}")
         # Undocumented codes are allowed on purpose: a client must survive codes it does not know.
+        if self.reserve_per_image is not None and not self.reserve_per_image >= 0:
+            raise ValueError(f"Faults.reserve_per_image must be 0 or more, not {self.reserve_per_image!r}")
         self.failure_codes = tuple(self.failure_codes)
         if not self.failure_codes or not all(isinstance(c, str) and c for c in self.failure_codes):
             raise ValueError("Faults.failure_codes must be one or more non-empty strings")
@@ -79,6 +105,7 @@ class EmulatorConfig:
     denied_models: frozenset[str] = frozenset()
     render: str = "full"
     public_url: str = DEFAULT_PUBLIC_URL
+    files_url: str = DEFAULT_FILES_URL  # base of the file service: uploads and uploaded files
     allow_loopback_callbacks: bool = False
     faults: Faults = field(default_factory=Faults)
     # Documented schedule: one attempt, then retries 1, 2 and 4 s after each failure.

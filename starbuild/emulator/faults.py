@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -104,10 +105,37 @@ class Dice:
         return self._stream(kind).choice(list(options))
 
 
-async def request_fault(emulator: Emulator) -> Response | object | None:
+# What a hostile or broken server may put into text: clear the screen, retitle the window, ring.
+ESCAPE_TEXT = "\x1b[2J\x1b[H\x1b]0;owned\x07\x1b[31m"
+
+
+def echo_headers_error(emulator: Emulator, headers: list[tuple[bytes, bytes]]) -> Response:
+    """A 400 whose message repeats the request's headers, as some proxies and frameworks do."""
+    echoed = "; ".join(f"{k.decode('latin-1')}: {v.decode('latin-1')}" for k, v in headers)
+    return emulator.error(400, "invalid_request", f"Request rejected; headers received: {echoed}")
+
+
+async def drip(send, seconds: float):
+    """A ``send`` that passes a response body on one byte every ``seconds``."""
+    async def dripping(message) -> None:
+        if message["type"] != "http.response.body" or not message.get("body"):
+            await send(message)
+            return
+        body, more = message["body"], message.get("more_body", False)
+        for i in range(len(body)):
+            await send({"type": "http.response.body", "body": body[i:i + 1], "more_body": True})
+            await anyio.sleep(seconds)
+        await send({"type": "http.response.body", "body": b"", "more_body": more})
+
+    return dripping
+
+
+async def request_fault(emulator: Emulator, headers: list[tuple[bytes, bytes]] = ()) -> Response | object | None:
     """What to answer instead of an API request (RESET for nothing), after any delay; or None."""
     faults = emulator.config.faults
     roll = emulator._roll
+    if roll("echo_headers", faults.rate_echo_headers):
+        return echo_headers_error(emulator, list(headers))
     if roll("slow", faults.rate_slow):
         await anyio.sleep(faults.slow_seconds)
     if roll("reset", faults.rate_reset):
@@ -138,3 +166,26 @@ async def drop_connection(send) -> None:
     transport.abort()
     for _ in range(3):  # let the server see the disconnect before it looks for an answer
         await anyio.sleep(0)
+
+
+_OVERFLOW = "\u0000overflow\u0000"  # stands for the number 1e400, which Python's json cannot write
+
+
+def submit_answer(emulator: Emulator, body: dict) -> Response:
+    """The answer to an accepted submission, with the usage and number faults applied."""
+    faults = emulator.config.faults
+    roll = emulator._roll
+    usage = body.get("usage")
+    if roll("usage_missing", faults.rate_usage_missing):
+        body.pop("usage", None)
+    elif isinstance(usage, dict):
+        if roll("usage_nan", faults.rate_usage_nan):
+            usage["credits_reserved"] = float("nan")
+        elif roll("usage_negative", faults.rate_usage_negative):
+            usage["credits_reserved"] = -(usage.get("credits_reserved") or 1.0)
+        elif roll("usage_huge", faults.rate_usage_huge):
+            usage["credits_reserved"] = _OVERFLOW
+    if roll("progress_overflow", faults.rate_progress_overflow):
+        body["progress"] = _OVERFLOW
+    text = json.dumps(body, allow_nan=True).replace(json.dumps(_OVERFLOW), "1e400")
+    return Response(text.encode(), media_type="application/json")

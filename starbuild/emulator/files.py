@@ -226,7 +226,7 @@ async def upload_endpoint(emulator: Emulator, request: Request) -> Response:
     now = emulator.clock()
     emulator.files.prune(now)
     record = emulator.files.add(data, mime, name, upload_path, now, emulator.config.file_ttl)
-    return JSONResponse(upload_answer(record, emulator.config.public_url))
+    return JSONResponse(upload_answer(record, emulator.config.files_url))
 
 
 async def file_endpoint(emulator: Emulator, request: Request) -> Response:

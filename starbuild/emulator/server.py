@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import uvicorn
 
 from .app import Emulator
-from .config import DEFAULT_PUBLIC_URL
+from .config import DEFAULT_FILES_URL, DEFAULT_PUBLIC_URL
 
 START_TIMEOUT = 10.0
 
@@ -42,20 +42,36 @@ def _server(emulator: Emulator, log_level: str) -> uvicorn.Server:
     return uvicorn.Server(config)
 
 
+def _bind_both(host: str, port: int, files_port: int) -> tuple[socket.socket, socket.socket]:
+    """The API's socket and the file service's (its own origin, as on the platform)."""
+    api = _bind(host, port)
+    try:
+        files = _bind(host, files_port)
+    except OSError:
+        api.close()
+        raise
+    return api, files
+
+
 @contextmanager
-def serve_in_thread(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Serve ``emulator`` from a daemon thread; yields its base URL and stops it on exit."""
-    sock = _bind(host, port)
-    url = _url(sock)
-    emulator.config.public_url = url
+def serve_in_thread(emulator: Emulator, host: str = "127.0.0.1", port: int = 0,
+                    files_port: int = 0) -> Iterator[str]:
+    """Serve ``emulator`` from a daemon thread; yields the API's base URL and stops it on exit.
+
+    The file service answers on a second port: its base URL is ``emulator.config.files_url``.
+    """
+    socks = _bind_both(host, port, files_port)
+    url = _url(socks[0])
+    emulator.config.public_url, emulator.config.files_url = url, _url(socks[1])
     server = _server(emulator, "warning")
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True,
+    thread = threading.Thread(target=server.run, kwargs={"sockets": list(socks)}, daemon=True,
                               name=f"starmagic-emulator-{url}")
     thread.start()
     deadline = time.monotonic() + START_TIMEOUT
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
-            sock.close()
+            for sock in socks:
+                sock.close()
             raise RuntimeError(f"the emulator did not start at {url}")
         time.sleep(0.005)
     try:
@@ -63,19 +79,26 @@ def serve_in_thread(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) 
     finally:
         server.should_exit = True
         thread.join(START_TIMEOUT)
-        sock.close()
+        for sock in socks:
+            sock.close()
 
 
-def serve(emulator: Emulator, host: str = "127.0.0.1", port: int = 8787,
-          announce: Callable[[str], None] | None = None, log_level: str = "warning") -> None:
-    """Serve ``emulator`` until interrupted; ``announce`` gets the base URL once it is bound."""
-    sock = _bind(host, port)
-    url = _url(sock)
+def serve(emulator: Emulator, host: str = "127.0.0.1", port: int = 8787, files_port: int = 0,
+          announce: Callable[[str, str], None] | None = None, log_level: str = "warning") -> None:
+    """Serve ``emulator`` until interrupted; ``announce`` gets the API and files base URLs once bound.
+
+    A port already in use raises OSError before anything is announced.
+    """
+    socks = _bind_both(host, port, files_port)
+    url, files = _url(socks[0]), _url(socks[1])
     if emulator.config.public_url == DEFAULT_PUBLIC_URL:
         emulator.config.public_url = url
+    if emulator.config.files_url == DEFAULT_FILES_URL:
+        emulator.config.files_url = files
     if announce:
-        announce(url)
+        announce(emulator.config.public_url, emulator.config.files_url)
     try:
-        _server(emulator, log_level).run(sockets=[sock])
+        _server(emulator, log_level).run(sockets=list(socks))
     finally:
-        sock.close()
+        for sock in socks:
+            sock.close()

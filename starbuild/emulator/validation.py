@@ -11,6 +11,23 @@ from starbuild import models
 MAX_CALLBACK_URL = 2048
 
 
+def applicable(body: dict) -> dict:
+    """The submission as the API reads it: fields STARMAGIC_API.md says are ignored are dropped.
+
+    A ``mask_url`` without ``image_urls`` is silently ignored, and ``resolution`` applies only to
+    gpt-image-2 ratio sizes (not ``auto`` or ``WxH``). starbuild's planner refuses both before
+    sending; the emulator answers what the documented API answers.
+    """
+    out = dict(body)
+    if out.get("mask_url") is not None and not out.get("image_urls"):
+        del out["mask_url"]
+    size = out.get("size", "auto")
+    if out.get("model") == models.GPT_IMAGE_2 and out.get("resolution") is not None and isinstance(size, str) \
+            and (size.strip() == "auto" or models.parse_wxh(size)):
+        del out["resolution"]
+    return out
+
+
 def check_submission(body: dict, *, allow_loopback_callbacks: bool) -> dict[str, str]:
     """Every problem of a submission body, as messages keyed by field."""
     model = body.get("model")

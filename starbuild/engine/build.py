@@ -6,6 +6,7 @@ Reads top to bottom as the list of steps; each step is a named function below.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -14,17 +15,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from starbuild.config.project import Project
-from starbuild.errors import BudgetError, ConfigError, FrozenError, MissingKeyError
+from starbuild.errors import BudgetError, ConfigError, FrozenError, MissingKeyError, UsageError
 from starbuild.store.lockfile import LOCK_NAME, Lock, read_lock, write_lock
 from starbuild.engine.outcome import AssetResult, BuildReport, Outcome
 from starbuild.plan.planner import Plan, PlannedAsset, Status, make_plan
 from starbuild.engine.project_lock import project_lock
+from starbuild.engine.publishing import check_output, verified_sources
+from starbuild.models import learnable_credits
 from starbuild.store.objects import AssetDir, ObjectStore
 
 if TYPE_CHECKING:  # the runner and its HTTP stack load only when there is something to send
     from starbuild.engine.runner import Emit
 
 OFFLINE_BASE_URL = "http://starmagic.emulator"
+OFFLINE_FILES_URL = "http://files.starmagic.emulator"  # the emulator's file service, a host of its own
 
 
 @dataclass
@@ -71,9 +75,15 @@ def asset_dir(project: Project) -> AssetDir:
 def plan_project(project: Project, *, placeholder: bool = False, force=(), select=(), env=None,
                  specs=None, remote: bool = True) -> Plan:
     """The plan for a project against its own lockfile, what is on disk, and the remote cache if any."""
+    from starbuild.engine.known import cached_specs
+
     lock = read_lock(project.root / LOCK_NAME)
-    have = _have_files(ObjectStore(cache_dir(project, env)), asset_dir(project))
-    plan = make_plan(project, lock, placeholder=placeholder, force=force, select=select, have=have, specs=specs)
+    cache = cache_dir(project, env)
+    store = ObjectStore(cache)
+    have = _have_files(store, asset_dir(project))
+    with cached_specs(cache, store) as cached:
+        plan = make_plan(project, lock, placeholder=placeholder, force=force, select=select, have=have,
+                         specs=specs, cached=cached)
     if project.config.cache.remote is not None and remote and not placeholder:
         from starbuild.engine.remote_ops import remote_hits
         from starbuild.plan.planner import mark_in_remote
@@ -100,12 +110,20 @@ def build(project: Project, options: BuildOptions | None = None, **kwargs: Any) 
     """Synchronous wrapper of abuild."""
     out: list[BuildReport] = []
 
+    from starbuild.engine.interrupt import stop_requested, stoppable
+
     async def main() -> None:
         # The report stays out of the coroutine's return value: asyncio.run formats the main task
         # (and so its result) when it restores the Ctrl-C handler, which costs seconds for a big one.
-        out.append(await abuild(project, options, **kwargs))
+        with stoppable():
+            out.append(await abuild(project, options, **kwargs))
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except asyncio.CancelledError:
+        if stop_requested():  # SIGTERM: the same ending as Ctrl-C
+            raise KeyboardInterrupt from None
+        raise
     return out[0]
 
 
@@ -115,38 +133,45 @@ async def abuild(project: Project, options: BuildOptions | None = None, *, trans
     options = options or BuildOptions()
     started = time.monotonic()
     cache = cache_dir(project, options.env)
-    with project_lock(cache, wait=options.wait):
+    limit = _max_credits(project, options)
+    with project_lock(project.root, cache, wait=options.wait):
         lock = read_lock(project.root / LOCK_NAME)
         store, assets = ObjectStore(cache), asset_dir(project)
+        check_output(project, assets)  # before anything is paid for
         # Under the lock no other build of this cache is running: any temp file is a dead run's.
         store.clean_temp()
         assets.clean_partial()
-        plan = make_plan(project, lock, placeholder=options.offline, force=options.force,
-                         select=options.select, have=_have_files(store, assets), specs=options.specs)
         from starbuild.engine.journal import Journal
+        from starbuild.engine.known import journal_lookup
 
         journal = Journal(cache / "journal")
         remote = None
         try:
             try:
+                plan = make_plan(project, lock, placeholder=options.offline, force=options.force,
+                                 select=options.select, have=_have_files(store, assets), specs=options.specs,
+                                 cached=journal_lookup(journal, store))
                 remote = await _open_remote(project, options, store, emit)
                 todo = plan.to_build()
                 if emit:
-                    emit("plan", "", {"total": len(todo)})
-                plan, pulled, todo = await _pull(project, options, lock, plan, todo, store, assets, remote)
+                    emit("plan", "", {"total": len(todo), "offline": options.offline})
+                plan, pulled, todo = await _pull(project, options, lock, plan, todo, store, assets, remote, journal)
                 _refuse_frozen(options, todo)
                 if options.pull_only:
                     report = BuildReport(results=_unpulled(todo))
                 else:
-                    _refuse_budget(project, options, todo, journal)
-                    report = await _run(project, options, todo, journal, store, transport, emulator, emit, remote,
-                                        pulled)
+                    _refuse_budget(limit, todo, journal, store)
+                    report = await _run(project, options, todo, journal, store, transport, emulator, emit, lock,
+                                        remote, pulled)
                 report.results += pulled
+                report.offline = options.offline
+                order = {a.name: i for i, a in enumerate(plan.assets)}
+                report.results = sorted(report.results + _unbuilt(plan, report), key=lambda r: order.get(r.name, 0))
+                report.version = publish(project, lock, plan, report.results, store, assets, report.notes)
+                if report.version is not None:
+                    _mark_published(journal, project, report)
             finally:
                 journal.close()
-            order = {a.name: i for i, a in enumerate(plan.assets)}
-            report.results = sorted(report.results + _unbuilt(plan, report), key=lambda r: order.get(r.name, 0))
-            report.version = publish(project, lock, plan, report.results, store, assets)
         finally:
             if remote is not None:
                 await remote.close()  # pushes still under way finish here, after the publish
@@ -173,7 +198,7 @@ async def _open_remote(project: Project, options: BuildOptions, store: ObjectSto
     return remote
 
 
-async def _pull(project, options, lock, plan, todo, store, assets, remote):
+async def _pull(project, options, lock, plan, todo, store, assets, remote, journal):
     """(plan, pulled results, assets still to build) after pulling what the remote cache holds.
 
     A dependent's hash names its parent's image, so it is unknown while the parent is missing:
@@ -186,8 +211,10 @@ async def _pull(project, options, lock, plan, todo, store, assets, remote):
         if not got or all(a.spec_hash for a in todo):
             break
         done = {r.name for r in pulled}
+        from starbuild.engine.known import journal_lookup
+
         plan = make_plan(project, lock, placeholder=options.offline, force=options.force, select=options.select,
-                         have=_have_files(store, assets), specs=options.specs)
+                         have=_have_files(store, assets), specs=options.specs, cached=journal_lookup(journal, store))
         todo = [a for a in plan.to_build() if a.name not in done]
     return plan, pulled, todo
 
@@ -217,15 +244,33 @@ def _refuse_frozen(options: BuildOptions, todo: list[PlannedAsset]) -> None:
 
 
 def _max_credits(project: Project, options: BuildOptions) -> float | None:
-    return options.max_credits if options.max_credits is not None else project.config.provider.max_credits
+    """The budget: --max-credits, else provider.max_credits; a finite number >= 0 or None."""
+    if options.max_credits is not None:
+        if not math.isfinite(options.max_credits) or options.max_credits < 0:
+            raise UsageError(f"--max-credits {options.max_credits}: must be a finite number of credits, 0 or more")
+        return float(options.max_credits)
+    limit = project.config.provider.max_credits
+    if limit is not None and not math.isfinite(limit):
+        raise ConfigError(project.issue(("provider", "max_credits"), f"{limit} is not a finite number of credits"))
+    return limit
 
 
-def _refuse_budget(project: Project, options: BuildOptions, todo: list[PlannedAsset], journal) -> None:
-    limit = _max_credits(project, options)
+def _refuse_budget(limit: float | None, todo: list[PlannedAsset], journal, store: ObjectStore) -> None:
     if limit is None:
         return
-    # Tasks already journaled cost nothing more; only fresh submissions count.
-    fresh = [a for a in todo if not (a.spec_hash and journal.get(a.spec_hash))]
+    # Tasks already journaled as submitted cost nothing more, nor do stored results that will be
+    # reused (not forced); every other spec counts once, however many assets share it.
+    fresh, seen = [], set()
+    for a in todo:
+        if a.spec_hash is not None and a.spec_hash in seen:
+            continue
+        seen.add(a.spec_hash)
+        rec = journal.get(a.spec_hash) if a.spec_hash else None
+        state = rec.get("state") if rec else None
+        if state == "submitted" or (state == "stored" and not a.forced and
+                                    all(store.has(f.get("sha256", "")) for f in rec.get("files") or [])):
+            continue
+        fresh.append(a)
     estimate = round(sum(a.credits for a in fresh), 4)
     if estimate > limit + 1e-9:
         raise BudgetError(f"the build would reserve about {estimate:g} credits for {len(fresh)} image task(s), "
@@ -241,7 +286,7 @@ def _api_key(project: Project, options: BuildOptions) -> str:
     return key
 
 
-async def _run(project, options, todo, journal, store, transport, emulator, emit, remote=None,
+async def _run(project, options, todo, journal, store, transport, emulator, emit, lock, remote=None,
                pulled=()) -> BuildReport:
     provider = project.config.provider
     # Paid tasks of earlier runs that are no longer planned are still fetched (never with --frozen,
@@ -252,29 +297,42 @@ async def _run(project, options, todo, journal, store, transport, emulator, emit
     if not todo and not orphans:
         return BuildReport(results=[])
     from starbuild.api.client import StarMagicClient
+    from starbuild.engine.prices import PriceBook
     from starbuild.engine.runner import RunOptions, Runner
+    from starbuild.plan.planner import learned_prices
 
     if options.offline:
         if transport is None:
             from starbuild.api.client import in_process_transport
             from starbuild.emulator import Emulator, EmulatorConfig
 
-            emulator = emulator or Emulator(EmulatorConfig(public_url=OFFLINE_BASE_URL))
+            emulator = emulator or Emulator(EmulatorConfig(public_url=OFFLINE_BASE_URL,
+                                                           files_url=OFFLINE_FILES_URL))
             transport = in_process_transport(emulator)
-        base_url = files_url = OFFLINE_BASE_URL
+        base_url, files_url = OFFLINE_BASE_URL, OFFLINE_FILES_URL
         key = "offline"
     else:
+        from starbuild.config.urls import api_urls
+
         key = _api_key(project, options)
-        base_url = options.env.get("STARMAGIC_BASE_URL") or provider.base_url
-        files_url = options.env.get("STARMAGIC_FILES_URL") or provider.files_url
+        base_url, files_url = api_urls(provider.base_url, provider.files_url, options.env)
+        from starbuild.engine.preflight import check_sendable
+
+        check_sendable(project, options.env, key)  # what cannot be sent is refused before paying
     run_opts = RunOptions(
-        concurrency=options.concurrency or provider.concurrency, rate_per_second=provider.submissions_per_second(),
+        # Placeholders are free and local: an offline build does not wait for rate_limit.
+        concurrency=options.concurrency or provider.concurrency,
+        rate_per_second=None if options.offline else provider.submissions_per_second(),
         max_credits=_max_credits(project, options), task_timeout=provider.task_timeout,
         retry_failed=options.retry_failed, fail_fast=options.fail_fast, placeholder=options.offline,
         retry_unknown=options.retry_unknown, poll_base=options.poll_base, poll_cap=options.poll_cap)
-    async with StarMagicClient(base_url, key, files_url=files_url, transport=transport, retry=options.retry) as client:
+    # No single request may outlast the time a whole task is given.
+    deadlines = dict(deadline=min(60.0, provider.task_timeout), download_deadline=min(300.0, provider.task_timeout))
+    async with StarMagicClient(base_url, key, files_url=files_url, transport=transport, retry=options.retry,
+                               **deadlines) as client:
         emit = emit or (lambda *a: None)
         runner = Runner(client, journal, store, project.root, run_opts, remote.events(emit) if remote else emit)
+        runner.prices = PriceBook(learned_prices(lock))
         runner.remote = remote
         if options.uploads is not None:
             runner.uploads = options.uploads
@@ -282,7 +340,7 @@ async def _run(project, options, todo, journal, store, transport, emulator, emit
         results = await runner.run(todo, pulled)
         kept = sum(await asyncio.gather(*adopted))
         return BuildReport(results=results, credits_reserved=runner.budget.reserved, requests=client.requests,
-                           adopted=kept)
+                           adopted=kept, stopped=runner.stop_reason(results))
 
 
 def _unbuilt(plan: Plan, report: BuildReport) -> list[AssetResult]:
@@ -311,9 +369,11 @@ def _now() -> str:
 
 
 def _entry(result: AssetResult, placeholder: bool, take: int) -> dict[str, Any]:
-    credits = result.credits if result.lock_credits is None else result.lock_credits
+    # ``credits`` is what the API reserved for the task that made the image (what prices are
+    # learned from): null when it never said, never 0 for a cache hit, never NaN.
     entry = {"spec_hash": result.spec_hash, "request": result.request, "task_id": result.task_id,
-             "files": result.files, "credits": credits, "placeholder": placeholder, "created": _now()}
+             "files": result.files, "credits": learnable_credits(result.paid), "placeholder": placeholder,
+             "created": _now()}
     if take:
         entry["take"] = take
     return entry
@@ -340,21 +400,19 @@ def next_lock(plan: Plan, lock: Lock, results: list[AssetResult]) -> dict[str, d
 
 
 def publish(project: Project, lock: Lock, plan: Plan, results: list[AssetResult], store: ObjectStore,
-            assets: AssetDir) -> int | None:
+            assets: AssetDir, notes: list[str] | None = None) -> int | None:
     """Write a new version and the lockfile when anything changed; the version number, or None."""
     new_assets = next_lock(plan, lock, results)
     current = assets.current()
     if new_assets == lock.assets and (current == lock.asset_version or not new_assets):
         return None
     base = assets.version_path(current) if current else None
-    files: list[tuple[str, Path]] = []
-    for entry in new_assets.values():
-        for f in entry.get("files") or []:
-            src = store.path(f["sha256"])
-            if not src.is_file() and base is not None and (base / f["path"]).is_file():
-                src = base / f["path"]
-            if src.is_file():
-                files.append((f["path"], src))
+    files, corrupt = verified_sources(new_assets, store, base)
+    for name in corrupt:  # never published: the next build makes it again
+        del new_assets[name]
+        if notes is not None:
+            notes.append(f"{name}: its stored image no longer matches its sha256 (edited or damaged on disk); "
+                         "it is left out of this version and the next build makes it again")
     number = max([lock.asset_version, *assets.versions()], default=0) + 1
     if new_assets == lock.assets and lock.asset_version and lock.asset_version not in assets.versions():
         number = lock.asset_version  # a fresh clone restored as locked: same version, same lockfile
@@ -363,3 +421,12 @@ def publish(project: Project, lock: Lock, plan: Plan, results: list[AssetResult]
     write_lock(project.root / LOCK_NAME, Lock(asset_version=number, assets=new_assets))
     assets.prune(project.config.output.keep)
     return number
+
+
+def _mark_published(journal, project: Project, report: BuildReport) -> None:
+    from starbuild.errors import StoreError
+
+    try:
+        journal.mark_published({r.spec_hash for r in report.results if r.spec_hash and r.outcome.ok})
+    except StoreError as exc:  # gc then keeps these images a while longer: safe
+        report.notes.append(str(exc))

@@ -40,7 +40,7 @@ class AssetResult:
     error: str | None = None
     task_id: str | None = None
     error_code: str | None = None
-    lock_credits: float | None = None  # what the image cost whoever paid for it (a pulled result)
+    paid: float | None = None  # what the API reserved for the task that made the image (None: unknown)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "status": self.outcome.value, "reason": self.reason,
@@ -58,7 +58,9 @@ class BuildReport:
     elapsed: float = 0.0
     requests: int = 0
     adopted: int = 0  # paid images of earlier runs stored although no longer in the config
+    offline: bool = False  # placeholders from the built-in emulator: nothing was paid
     notes: list[str] = field(default_factory=list)
+    stopped: str | None = None  # why the build stopped submitting (budget, refused key): exit 3
     remote_failed: bool = False  # the remote cache failed and --require-remote made that fatal
 
     def count(self, outcome: Outcome) -> int:
@@ -66,6 +68,8 @@ class BuildReport:
 
     @property
     def exit_code(self) -> ExitCode:
+        if self.stopped:
+            return ExitCode.REFUSED
         return ExitCode.FAILED if self.count(Outcome.FAILED) or self.remote_failed else ExitCode.OK
 
     def summary(self) -> dict[str, Any]:
@@ -73,6 +77,8 @@ class BuildReport:
                                "credits": round(self.credits_reserved, 4), "version": self.version,
                                "elapsed": round(self.elapsed, 3), "requests": self.requests}
         out.update({o.value: self.count(o) for o in Outcome})
+        if self.stopped:
+            out["stopped"] = self.stopped
         return out
 
     def to_json(self) -> dict[str, Any]:

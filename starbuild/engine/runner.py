@@ -20,11 +20,13 @@ from typing import Any, Callable
 from starbuild.api.client import StarMagicClient
 from starbuild.api.wire import RETRYABLE_FAILURES, Task
 from starbuild.errors import (
-    ApiError, NotFoundError, RateLimitError, StarbuildError, TaskFailedError, TransientApiError, UnknownOutcomeError,
-    VerifyError,
+    ApiError, AuthError, NotFoundError, QuotaError, RateLimitError, StarbuildError, StoreError, TaskFailedError,
+    TransientApiError, UnknownOutcomeError, VerifyError,
 )
 from starbuild.engine.journal import STORED, SUBMITTED, SUBMITTING, Journal
 from starbuild.engine.outcome import AssetResult, Outcome
+from starbuild.engine.prices import PriceBook
+from starbuild.models import ceiling_credits, price_kind
 from starbuild.plan.planner import PlannedAsset
 from starbuild.plan.spec import GenerationSpec, InputRef
 from starbuild.store.objects import ObjectStore
@@ -142,25 +144,36 @@ class RateLimiter:
 
 
 class Budget:
-    """Credits reserved so far plus estimates of submissions under way, against a cap."""
+    """Credits reserved so far plus the holds of submissions under way, against a cap.
+
+    ``reserved + pending`` never passes ``limit`` by a hold; only an API that reserves more than
+    a submission held can take ``reserved`` past it, and then nothing more is submitted.
+    """
 
     def __init__(self, limit: float | None):
         self.limit = limit
         self.reserved = 0.0
         self.pending = 0.0
+        self.max_seen = 0.0  # the most reserved + held at any moment
 
-    def try_hold(self, estimate: float) -> bool:
-        if self.limit is not None and self.reserved + self.pending + estimate > self.limit + 1e-9:
+    def left(self) -> float | None:
+        return None if self.limit is None else max(0.0, self.limit - self.reserved - self.pending)
+
+    def try_hold(self, amount: float) -> bool:
+        if self.limit is not None and self.reserved + self.pending + amount > self.limit + 1e-9:
             return False
-        self.pending += estimate
+        self.pending += amount
+        self.max_seen = max(self.max_seen, self.reserved + self.pending)
         return True
 
-    def settle(self, estimate: float, actual: float | None) -> None:
-        self.pending -= estimate
-        self.reserved += estimate if actual is None else actual
+    def settle(self, held: float, actual: float | None) -> None:
+        """The answer came: count what the API reserved, or what was held when it did not say."""
+        self.pending -= held
+        self.reserved += held if actual is None else actual
+        self.max_seen = max(self.max_seen, self.reserved + self.pending)
 
-    def release(self, estimate: float) -> None:
-        self.pending -= estimate
+    def release(self, held: float) -> None:
+        self.pending -= held
 
 
 class UploadCache:
@@ -199,8 +212,15 @@ def named_files(name: str, files: list[dict]) -> list[dict]:
     return out
 
 
+LATE_ANSWER_SECONDS = 5.0  # how long a stopped build still waits for the answer to a submission
+
+
 class Stop(Exception):
-    """This asset was not attempted (budget, fail-fast, a failed parent)."""
+    """This asset was not attempted (budget, fail-fast, a refused key, a failed parent)."""
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        self.code = code  # "budget" or "refused": the build was stopped, not failed
 
 
 @dataclass
@@ -219,6 +239,9 @@ class Runner:
     uploads: UploadCache = field(default_factory=UploadCache)
     links: dict[str, str] = field(default_factory=dict)  # object sha -> fresh result link, never written
     stopping: bool = False
+    prices: PriceBook = field(default_factory=PriceBook)
+    refusal: str | None = None  # why the API will take nothing more (a refused key, no credits)
+    halted: str | None = None  # why nothing more may be submitted (the journal cannot be written)
     remote: Any = None  # the build's remote cache (engine/remote.py): pull before paying, push once stored
 
     def __post_init__(self) -> None:
@@ -229,6 +252,7 @@ class Runner:
         self._holding = 0  # accepted tasks of ours the server has not finished: what it holds for us
         self._rng = random.Random(self.options.seed)
         self._upload_locks: dict[str, asyncio.Lock] = {}
+        self._by_hash: dict[str, asyncio.Future] = {}  # one protocol per spec_hash per build
 
     async def run(self, assets: list[PlannedAsset], ready: list[AssetResult] = ()) -> list[AssetResult]:
         """Every asset's result, in the order given; ``ready`` results (pulled) serve as @asset inputs."""
@@ -239,6 +263,19 @@ class Runner:
         tasks = [asyncio.create_task(self._guarded(a, done)) for a in assets]
         return list(await asyncio.gather(*tasks))
 
+    def stop_reason(self, results: list[AssetResult]) -> str | None:
+        """Why this run stopped submitting (a refused key, no credits, the budget), naming what it skipped."""
+        skipped = [r.name for r in results if r.outcome == Outcome.SKIPPED and r.error_code in ("budget", "refused")]
+        if self.refusal:
+            why = f"{self.refusal}: stopped submitting"
+        elif skipped:
+            why = (f"max_credits {self.budget.limit:g} reached ({self.budget.reserved:g} credits reserved): "
+                   "stopped submitting")
+        else:
+            return None
+        names = ", ".join(skipped[:10]) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+        return f"{why}; {len(skipped)} asset(s) not submitted" + (f": {names}" if skipped else "")
+
     async def adopt(self, spec_hash: str, record: dict[str, Any]) -> bool:
         """Finish a task of an earlier run that is no longer planned, so its paid image is kept."""
         try:
@@ -246,7 +283,8 @@ class Runner:
                                        record["task_id"], record.get("credits"), None)
             return True
         except StarbuildError as exc:
-            log.warning("could not recover task %s of %s: %s", record.get("task_id"), record.get("name"), exc)
+            log.warning("could not recover task %s of %s: %s", self.client.scrub(record.get("task_id")),
+                        record.get("name"), self.client.scrub(exc))
             return False
 
     async def _guarded(self, asset: PlannedAsset, done: dict[str, asyncio.Future]) -> AssetResult:
@@ -256,16 +294,21 @@ class Runner:
         try:
             result = await self._protocol(asset, done)
         except Stop as exc:
-            result = AssetResult(outcome=Outcome.SKIPPED, reason=str(exc), **base)
+            if exc.code == "journal":  # not a choice but a fault: the build must not look successful
+                result = AssetResult(outcome=Outcome.FAILED, reason=asset.reason, error=str(exc), **base)
+            else:
+                result = AssetResult(outcome=Outcome.SKIPPED, reason=str(exc), error_code=exc.code, **base)
         except ApiError as exc:
-            result = AssetResult(outcome=Outcome.FAILED, reason=asset.reason, error=str(exc),
+            if isinstance(exc, (AuthError, QuotaError)):
+                self._refuse(exc)
+            result = AssetResult(outcome=Outcome.FAILED, reason=asset.reason, error=self.client.scrub(exc),
                                  error_code=exc.code, **base)
         except StarbuildError as exc:
-            result = AssetResult(outcome=Outcome.FAILED, reason=asset.reason, error=str(exc), **base)
+            result = AssetResult(outcome=Outcome.FAILED, reason=asset.reason, error=self.client.scrub(exc), **base)
         except Exception as exc:  # a bug must not take the other assets down
             log.debug("internal error on %s", asset.name, exc_info=True)
             result = AssetResult(outcome=Outcome.FAILED, reason=asset.reason,
-                                 error=f"internal error: {type(exc).__name__}: {exc}", **base)
+                                 error=self.client.scrub(f"internal error: {type(exc).__name__}: {exc}"), **base)
         if result.outcome == Outcome.FAILED and self.options.fail_fast:
             self.stopping = True
         fut = done.get(asset.name)
@@ -278,13 +321,33 @@ class Runner:
         spec = await self._with_parents(asset.spec, done)
         h = spec.spec_hash(self.options.placeholder)
         assert h is not None
+        first = self._by_hash.get(h)
+        if first is not None:  # another asset of this build has the same spec: share its one task
+            shared: AssetResult = await first
+            return AssetResult(outcome=shared.outcome, name=asset.name, model=spec.model, request=spec.request(),
+                               spec_hash=h, reason=f"same spec as {shared.name}", task_id=shared.task_id,
+                               files=named_files(asset.name, shared.files), paid=shared.paid)
+        mine = self._by_hash[h] = asyncio.get_running_loop().create_future()
+        try:
+            result = await self._protocol_once(asset, spec, h)
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                mine.set_exception(exc)
+                mine.exception()  # retrieved: nobody may be waiting
+            else:
+                mine.cancel()
+            raise
+        mine.set_result(result)
+        return result
+
+    async def _protocol_once(self, asset: PlannedAsset, spec: GenerationSpec, h: str) -> AssetResult:
         request = spec.request()
         common = dict(name=asset.name, model=spec.model, request=request, spec_hash=h, reason=asset.reason)
         rec = self.journal.get(h)
         stored = rec is not None and rec.get("state") == STORED
-        if stored and not asset.forced and all(self.store.has(f["sha256"]) for f in rec.get("files", [])):
+        if stored and not asset.forced and all(self.store.verify(f["sha256"]) for f in rec.get("files", [])):
             return AssetResult(outcome=Outcome.CACHED, files=named_files(asset.name, rec["files"]),
-                               task_id=rec.get("task_id"), credits=0.0, **common)
+                               task_id=rec.get("task_id"), credits=0.0, paid=rec.get("credits"), **common)
         if rec and rec.get("state") == SUBMITTED:
             self.emit("resume", asset.name, {"task_id": rec["task_id"]})
             try:
@@ -297,13 +360,13 @@ class Runner:
                 finally:
                     hold.release()
                 return AssetResult(outcome=Outcome.RESUMED, files=files, task_id=rec["task_id"],
-                                   credits=rec.get("credits") or 0.0, **common)
+                                   credits=rec.get("credits") or 0.0, paid=rec.get("credits"), **common)
             except NotFoundError as exc:
                 if not self.options.placeholder:
-                    self.journal.forget(h)  # gone for good: the next build submits it again
+                    self._forget(h)  # gone for good: the next build submits it again
                     raise NotFoundError(f"task {rec['task_id']} of an earlier run has expired before it "
                                         f"could be downloaded; the next build submits it again ({exc})") from None
-                self.journal.forget(h)  # placeholders cost nothing: make it again now
+                self._forget(h)  # placeholders cost nothing: make it again now
         elif rec and rec.get("state") == SUBMITTING and not (self.options.placeholder or self.options.retry_unknown):
             raise UnknownOutcomeError("an earlier run was stopped while submitting this asset, so it may have "
                                       "been accepted and billed; rerun with --retry-unknown to submit it again")
@@ -317,13 +380,12 @@ class Runner:
                             common: dict) -> AssetResult:
         attempts = 0
         while True:
-            task, hold = await self._submit(asset, spec, h, request)
-            credits = task.credits_reserved
+            task, hold, credits = await self._submit(asset, spec, h, request)
             try:
                 files = await self._poll_and_store(h, asset.name, request, task.id, credits, spec.dims,
                                                    first_wait=task.estimated_time, hold=hold)
                 return AssetResult(outcome=Outcome.BUILT, files=files, task_id=task.id,
-                                   credits=credits or 0.0, **common)
+                                   credits=credits or 0.0, paid=credits, **common)
             except TaskFailedError as exc:
                 retryable = exc.code in RETRYABLE_FAILURES
                 if retryable and attempts < self.options.retry_failed and not self.stopping:
@@ -334,63 +396,107 @@ class Runner:
             finally:
                 hold.release()
 
-    async def _submit(self, asset: PlannedAsset, spec: GenerationSpec, h: str, request: dict) -> tuple[Task, "_Hold"]:
-        """Submit under the limits; returns the task and its concurrency slot, held until the task ends.
+    async def _submit(self, asset: PlannedAsset, spec: GenerationSpec, h: str,
+                      request: dict) -> tuple[Task, "_Hold", float | None]:
+        """Submit under the limits: the task, its concurrency slot (held until the task ends) and the
+        credits the API reserved (None when it did not say). A kind of image whose price is unknown
+        goes one submission at a time, holding its pessimistic price (engine/prices.py)."""
+        kind = price_kind(request)
+        # Without a cap there is nothing to protect: no probing, full concurrency from the start.
+        probe = await self.prices.claim(kind) if self.budget.limit is not None else False
+        try:
+            return await self._submit_attempts(asset, spec, h, request, kind)
+        finally:
+            if probe:
+                self.prices.end_probe(kind)
 
-        Each attempt is a single request, journaled as "submitting" only while it is on the wire: an
+    def _check_go(self) -> None:
+        """Stop here when nothing more may be submitted."""
+        if self.refusal:
+            raise Stop(f"not submitted: {self.refusal}", code="refused")
+        if self.halted:
+            raise Stop(f"not submitted: {self.halted}", code="journal")
+        if self.stopping:
+            raise Stop("not submitted: an earlier asset failed and --fail-fast is set")
+
+    def _hold_for(self, kind: tuple, asset: PlannedAsset, spec: GenerationSpec) -> float:
+        """A learned price; else the kind's ceiling, or all the budget has left when that is less."""
+        learned = self.prices.price(kind)
+        if learned is not None:
+            return learned
+        ceiling = ceiling_credits(spec.api_body(["x"] * len(spec.inputs) or None))
+        left = self.budget.left()
+        return ceiling if left is None else max(asset.credits, min(ceiling, left))
+
+    def _refuse(self, exc: ApiError) -> None:
+        if self.refusal is None:
+            what = "the account is out of credits" if isinstance(exc, QuotaError) else "the API refused the key"
+            self.refusal = f"{what} ({exc})"
+
+    def _forget(self, h: str) -> None:
+        try:
+            self.journal.forget(h)
+        except StoreError as exc:
+            log.warning("%s", exc)
+
+    async def _submit_attempts(self, asset: PlannedAsset, spec: GenerationSpec, h: str, request: dict,
+                               kind: tuple) -> tuple[Task, "_Hold", float | None]:
+        """Each attempt is a single request, journaled as "submitting" only while it is on the wire: an
         answer that refuses it (429, 5xx) or a server that cannot be reached clears the record and
         frees the slot and the credits before the backoff, so a run killed while waiting leaves
-        nothing of unknown outcome, and a 429 really lowers what is in flight.
+        nothing of unknown outcome, and a 429 really lowers what is in flight. Every path releases
+        the slot and the hold it took.
         """
         deadline = time.monotonic() + self.options.task_timeout
         policy = self.client.retry
         failures = rate_limited = 0  # refusals in a row: 5xx or unreachable, and 429
         while True:
-            if self.stopping:
-                raise Stop("not submitted: an earlier asset failed and --fail-fast is set")
+            self._check_go()
             await self.limit.acquire()
+            held = 0.0
             try:
                 await self.rate.wait()
-            except BaseException:
-                self.limit.release()
-                raise
-            if self.stopping or not self.budget.try_hold(asset.credits):
-                self.limit.release()
-                if self.stopping:
-                    raise Stop("not submitted: an earlier asset failed and --fail-fast is set")
-                raise Stop(f"not submitted: it would take the credits reserved past max_credits "
-                           f"({self.budget.limit:g})")
-            try:
+                self._check_go()
+                amount = self._hold_for(kind, asset, spec)
+                if not self.budget.try_hold(amount):
+                    raise Stop(f"not submitted: it would take the credits reserved past max_credits "
+                               f"({self.budget.limit:g})", code="budget")
+                held = amount
                 body = spec.api_body(*await self._input_urls(spec))
                 self.emit("submit", asset.name, {})
-            except BaseException:
-                self.budget.release(asset.credits)
+                self.journal.intend(h, asset.name, request)
+            except BaseException as exc:
+                self.budget.release(held)
                 self.limit.release()
+                if isinstance(exc, StoreError) and not self.halted:
+                    self.halted = f"the journal cannot be written ({exc})"
                 raise
-            self.journal.intend(h, asset.name, request)
+            sending = asyncio.ensure_future(self.client.submit(body))
             try:
-                task = await self.client.submit(body)
+                task = await asyncio.shield(sending)
             except (RateLimitError, TransientApiError) as exc:  # refused or never sent: nothing in flight
                 refused: TransientApiError | None = exc
             except ApiError as exc:
                 if isinstance(exc, UnknownOutcomeError):
-                    self.budget.settle(asset.credits, None)  # it may have been billed: count it
-                else:  # a definite refusal (400, 401, 402, 403 ...)
-                    self.journal.forget(h)
-                    self.budget.release(asset.credits)
+                    self.budget.settle(held, None)  # it may have been billed: count it
+                else:  # a definite refusal (400, 401, 402, 403, never sent ...)
+                    self._forget(h)
+                    self.budget.release(held)
+                    if isinstance(exc, (AuthError, QuotaError)):
+                        self._refuse(exc)
                 self.limit.release()
                 raise
             except BaseException:
-                # Cancelled (Ctrl-C) or broken while the request may have been received: the
-                # outcome is unknown, so the "submitting" record stays and the next build says so.
-                self.budget.settle(asset.credits, None)
-                self.limit.release()
+                # Stopped (Ctrl-C, SIGTERM) while the request is on the wire: its answer is still
+                # awaited a few seconds, so an accepted task is journaled and resumed next time.
+                # Without an answer the outcome is unknown: the "submitting" record stays.
+                await self._settle_late(sending, asset, h, request, kind, held)
                 raise
             else:
                 refused = None
             if refused is not None:
-                self.journal.forget(h)
-                self.budget.release(asset.credits)
+                self._forget(h)
+                self.budget.release(held)
                 self.limit.release()
                 if isinstance(refused, RateLimitError):
                     self.limit.throttle(self._holding)
@@ -405,11 +511,44 @@ class Runner:
                     raise refused
                 await asyncio.sleep(policy.delay(attempt - 1, refused.retry_after, self._rng))
                 continue
-            self.journal.submitted(h, asset.name, request, task.id, task.credits_reserved)
-            self.budget.settle(asset.credits, task.credits_reserved)
-            self.emit("submitted", asset.name, {"task_id": task.id, "credits": task.credits_reserved})
-            self.limit.success()
-            return task, _Hold(self)
+            return self._accepted(asset, h, request, kind, task, held)
+
+    async def _settle_late(self, sending: asyncio.Future, asset: PlannedAsset, h: str, request: dict,
+                           kind: tuple, held: float) -> None:
+        """Count a submission whose build was stopped while it was on the wire, by its late answer."""
+        try:
+            await asyncio.wait({sending}, timeout=LATE_ANSWER_SECONDS)
+        except asyncio.CancelledError:  # stopped again: no more waiting
+            pass
+        if sending.done() and not sending.cancelled() and sending.exception() is None:
+            self._accepted(asset, h, request, kind, sending.result(), held)[1].release()
+            return
+        if not sending.done():
+            sending.cancel()
+        elif not sending.cancelled() and isinstance(sending.exception(), ApiError) and \
+                not isinstance(sending.exception(), UnknownOutcomeError):
+            self._forget(h)  # refused after all: nothing was billed
+            self.budget.release(held)
+            self.limit.release()
+            return
+        self.budget.settle(held, None)
+        self.limit.release()
+
+    def _accepted(self, asset: PlannedAsset, h: str, request: dict, kind: tuple, task: Task,
+                  held: float) -> tuple[Task, "_Hold", float | None]:
+        """Count and keep an accepted task: its slot and credits first, so nothing below can leak them."""
+        credits = self.prices.learn(kind, task.credits_reserved)
+        self.budget.settle(held, credits)
+        self.limit.success()
+        slot = _Hold(self)
+        try:
+            self.journal.submitted(h, asset.name, request, task.id, credits)
+        except StoreError as exc:  # the task is ours all the same: poll and download it in this run
+            self.halted = self.halted or f"the journal cannot be written ({exc})"
+            log.warning("task %s of %s is not journaled (%s); it is still downloaded in this run",
+                        task.id, asset.name, exc)
+        self.emit("submitted", asset.name, {"task_id": task.id, "credits": credits})
+        return task, slot, credits
 
     async def _poll_and_store(self, h: str, name: str, request: dict, task_id: str, credits: float | None,
                               dims: tuple[int, int] | None, first_wait: float | None = None,
@@ -418,7 +557,7 @@ class Runner:
         if hold is not None:
             hold.release()  # the server is done with it: the next submission may start while we download
         if task.status == "failed":
-            self.journal.forget(h)
+            self._forget(h)
             raise TaskFailedError(f"task {task_id} failed: {task.error_code}: {task.error_message or 'no message'}",
                                   code=task.error_code)
         files = []
@@ -428,12 +567,24 @@ class Runner:
         files = named_files(name, files)
         record = {"name": name, "request": request, "task_id": task_id, "credits": credits,
                   "files": files, "placeholder": self.options.placeholder}
-        self.journal.stored(h, record)
+        try:
+            self.journal.stored(h, record)
+        except StoreError as exc:  # the image is in the object store; it is published all the same
+            log.warning("%s: %s", name, exc)
         if self.remote is not None:
             self.remote.stored(h, record)
         return files
 
     async def _wait_for(self, task_id: str, first_wait: float | None) -> Task:
+        # Polls whose answers drip in slowly end at task_timeout too, not only after a poll returns.
+        try:
+            async with asyncio.timeout(self.options.task_timeout):
+                return await self._poll(task_id, first_wait)
+        except TimeoutError:
+            raise ApiError(f"task {task_id} did not finish within task_timeout ({self.options.task_timeout:g} s); "
+                           "it stays journaled and the next build picks it up again", code="timeout") from None
+
+    async def _poll(self, task_id: str, first_wait: float | None) -> Task:
         start = time.monotonic()
         wait = first_wait if first_wait is not None else 0.0
         step = self.options.poll_base

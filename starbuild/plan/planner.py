@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable
 from starbuild.config.project import Project
 from starbuild.errors import ConfigError, UsageError
 from starbuild.store.lockfile import Lock
-from starbuild.models import estimate_credits
+from starbuild.models import estimate_credits, learnable_credits, price_kind
 from starbuild.config.resolve import resolve_specs
 from starbuild.plan.spec import GenerationSpec, InputRef
 
@@ -36,10 +36,16 @@ class PlannedAsset:
     credits: float
     previous: dict[str, Any] | None = None
     forced: bool = False  # regenerate even when a stored result for the same spec exists
+    from_cache: bool = False  # stale, but the cache holds this spec's image: 0 credits
 
     @property
     def stale(self) -> bool:
         return self.status in (Status.NEW, Status.CHANGED)
+
+    @property
+    def replaces_placeholder(self) -> bool:
+        """Changed only because an offline placeholder is to be replaced by a real image."""
+        return self.status == Status.CHANGED and self.reason == PLACEHOLDER_REASON
 
     def to_json(self) -> dict[str, Any]:
         source = self.spec.request() if self.spec else (self.previous or {}).get("request")
@@ -47,7 +53,8 @@ class PlannedAsset:
         files = (self.previous or {}).get("files", []) if self.status == Status.UNCHANGED else []
         return {"name": self.name, "status": self.status.value, "reason": self.reason,
                 "spec_hash": self.spec_hash, "model": model, "request": source,
-                "credits": self.credits if self.stale else 0.0, "files": files, "error": None}
+                "credits": self.credits if self.stale else 0.0, "files": files, "error": None,
+                "from_cache": self.from_cache, "replaces_placeholder": self.replaces_placeholder}
 
 
 @dataclass
@@ -70,16 +77,24 @@ class Plan:
     def credits(self) -> float:
         return round(sum(a.credits for a in self.to_build()), 4)
 
+    def shown(self) -> list[PlannedAsset]:
+        """The assets a plan lists: all, or the selected ones (``plan NAME_OR_GLOB``)."""
+        return self.assets if self.selected is None else [a for a in self.assets if a.name in self.selected]
+
     def counts(self) -> dict[str, int]:
-        return {s.value: sum(1 for a in self.assets if a.status == s) for s in Status}
+        return {s.value: sum(1 for a in self.shown() if a.status == s) for s in Status}
 
     def to_json(self) -> dict[str, Any]:
-        summary = {"total": sum(1 for a in self.assets if a.status != Status.REMOVED),
-                   "credits": self.credits, **self.counts()}
-        return {"assets": [a.to_json() for a in self.assets], "summary": summary}
+        shown = self.shown()
+        summary = {"total": sum(1 for a in shown if a.status != Status.REMOVED),
+                   "credits": self.credits, **self.counts(),
+                   "from_cache": sum(1 for a in shown if a.stale and a.from_cache),
+                   "placeholders": sum(1 for a in shown if a.replaces_placeholder)}
+        return {"assets": [a.to_json() for a in shown], "summary": summary}
 
 
 _SCALARS = ("model", "size", "resolution", "quality", "n", "background")
+PLACEHOLDER_REASON = "replace placeholder"
 
 
 def change_reason(spec: GenerationSpec, prev: dict[str, Any], placeholder: bool) -> str:
@@ -100,7 +115,7 @@ def change_reason(spec: GenerationSpec, prev: dict[str, Any], placeholder: bool)
     if (old_mask or None) != (spec.mask.describe() if spec.mask else None):
         reasons.append("mask changed")
     if prev.get("placeholder") and not placeholder:
-        reasons.append("replace placeholder")
+        reasons.append(PLACEHOLDER_REASON)
     return ", ".join(reasons) or "spec changed"
 
 
@@ -114,31 +129,34 @@ def _input_reasons(old: list[dict], new: tuple[InputRef, ...], word: str) -> lis
     return out
 
 
-def _observed_credits(lock: Lock) -> dict[tuple, float]:
+def learned_prices(lock: Lock) -> dict[tuple, float]:
     """Credits the API actually reserved, by what prices an image; placeholders say nothing."""
     seen: dict[tuple, float] = {}
     for entry in lock.assets.values():
-        req = entry.get("request") or {}
-        if entry.get("placeholder") or not isinstance(entry.get("credits"), (int, float)):
+        req = entry.get("request")
+        credits = learnable_credits(entry.get("credits"))  # never 0 from a cache hit, never NaN
+        if entry.get("placeholder") or credits is None or not isinstance(req, dict):
             continue
-        seen[_price_key(req)] = float(entry["credits"])
+        key = _price_key(req)
+        seen[key] = max(credits, seen.get(key, 0.0))
     return seen
 
 
 def _price_key(req: dict[str, Any]) -> tuple:
-    return (req.get("model"), req.get("size"), req.get("resolution"), req.get("quality"), req.get("n", 1),
-            len(req.get("inputs") or ()))
+    return price_kind(req)
 
 
 def make_plan(project: Project, lock: Lock, *, placeholder: bool = False, force: Iterable[str] = (),
               select: Iterable[str] = (), have: Callable[[dict[str, Any]], bool] | None = None,
-              specs: list[GenerationSpec] | None = None) -> Plan:
+              specs: list[GenerationSpec] | None = None, cached: Callable[[str], str | None] | None = None) -> Plan:
     """The plan for a project against its lockfile: pure apart from reading the files it names.
 
     ``have(entry)`` tells whether a locked asset's files are still on disk; a missing one is rebuilt.
+    ``cached(spec_hash)`` says whether the cache holds that spec's image ("stored") or a paid task
+    for it ("submitted"): a build takes either for 0 credits.
     """
     specs = order_by_dependencies(project, resolve_specs(project) if specs is None else specs)
-    observed = _observed_credits(lock)
+    observed = learned_prices(lock)
     force = list(force)
     assets: list[PlannedAsset] = []
     by_name: dict[str, PlannedAsset] = {}
@@ -173,6 +191,8 @@ def make_plan(project: Project, lock: Lock, *, placeholder: bool = False, force:
         if name not in by_name:
             assets.append(PlannedAsset(name, Status.REMOVED, "no longer in the config", None,
                                        prev.get("spec_hash"), 0.0, prev))
+    if cached is not None:
+        _mark_cached(assets, lock, cached)
     plan = Plan(assets, placeholder=placeholder)
     if select:
         plan.selected = _select(plan, list(select))
@@ -183,7 +203,26 @@ def mark_in_remote(plan: Plan, names: set[str]) -> None:
     """Stale assets the shared remote cache holds: a build pulls them for 0 credits."""
     for a in plan.assets:
         if a.name in names and a.stale:
-            a.reason, a.credits = "in the remote cache", 0.0
+            a.reason, a.credits, a.from_cache = "in the remote cache", 0.0, True
+
+
+def _mark_cached(assets: list[PlannedAsset], lock: Lock, cached: Callable[[str], str | None]) -> None:
+    """Stale assets whose image the cache already holds cost nothing; say so, and name a rename."""
+    removed = {a.spec_hash: a for a in assets if a.status == Status.REMOVED and a.spec_hash}
+    for a in assets:
+        kind = cached(a.spec_hash) if a.stale and not a.forced and a.spec_hash else None
+        if kind is None:
+            continue
+        a.credits, a.from_cache = 0.0, True
+        old = removed.pop(a.spec_hash, None)
+        source = "restore from cache" if kind == "stored" else "resume the task already paid for"
+        if a.status == Status.NEW and old is not None:
+            a.reason = f"renamed from {old.name}"
+            old.reason = f"renamed to {a.name}"
+        elif a.status == Status.NEW:
+            a.reason = source
+        else:
+            a.reason = f"{source} ({a.reason})"
 
 
 def _parents(spec: GenerationSpec) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from starbuild.engine.build import asset_dir, cache_dir
@@ -40,45 +41,88 @@ def rollback(project: Project, version: int) -> None:
 
     assets = asset_dir(project)
     if version not in assets.versions():
-        have = ", ".join(str(v) for v in assets.versions()) or "none"
-        raise UsageError(f"there is no version {version} (versions: {have})")
+        have = ", ".join(f"v{v:04d}" for v in assets.versions()) or "none"
+        raise UsageError(f"there is no version v{version:04d} (versions: {have})")
     manifest = assets.manifest(version)
     if not isinstance(manifest.get("assets"), dict):
         raise UsageError(f"version {version} has no readable manifest.json; it cannot be restored")
-    with project_lock(cache_dir(project)):
+    from starbuild.engine.publishing import check_output
+
+    with project_lock(project.root, cache_dir(project)):
+        check_output(project, assets)  # a `current` copied into a real folder is repaired or refused
         assets.set_current(version)
         write_lock(project.root / LOCK_NAME, Lock(asset_version=version, assets=manifest["assets"]))
 
 
-def collect_garbage(project: Project) -> tuple[int, int]:
-    """Delete objects and journal records that no version, lockfile or unfinished task needs."""
+@dataclass
+class Garbage:
+    """What gc removes (or, with --dry-run, would remove)."""
+
+    objects: list[tuple[str, int]] = field(default_factory=list)  # (sha256, bytes)
+    records: list[str] = field(default_factory=list)  # journal names of published results nobody needs
+    kept_unpublished: int = 0  # paid results no version has published yet: never dropped
+
+    @property
+    def freed(self) -> int:
+        return sum(size for _, size in self.objects)
+
+
+def collect_garbage(project: Project, *, dry_run: bool = False) -> Garbage:
+    """Delete objects and journal records that no version, lockfile or unfinished task needs.
+
+    A stored result that no version has published yet (a killed or failed publish, a task adopted
+    after its asset was edited away) is a paid image nobody has: it and its objects are kept.
+    """
     from starbuild.engine.journal import Journal
     from starbuild.engine.project_lock import project_lock
 
     cache = cache_dir(project)
     store = ObjectStore(cache)
     assets = asset_dir(project)
-    with project_lock(cache):
-        keep: set[str] = set()
-        lock = read_lock(project.root / LOCK_NAME)
-        for entry in lock.assets.values():
-            keep.update(f["sha256"] for f in entry.get("files") or [])
-        for v in assets.versions():
-            for entry in (assets.manifest(v).get("assets") or {}).values():
-                keep.update(f["sha256"] for f in entry.get("files") or [])
-        assets.clean_partial()
+    garbage = Garbage()
+    with project_lock(project.root, cache):
+        keep = _referenced(project, assets)
+        if not dry_run:
+            assets.clean_partial()
         journal = Journal(cache / "journal")
         try:
+            doomed, seen_published = [], set()
             for h, rec in journal.stored_items():
-                if not {f["sha256"] for f in rec.get("files", [])} & keep:
+                files = rec.get("files") if isinstance(rec.get("files"), list) else []
+                shas = {f.get("sha256") for f in files if isinstance(f, dict)}
+                if not rec.get("published") and shas & keep:
+                    seen_published.add(h)  # in a version now (a record of an earlier starbuild)
+                elif not rec.get("published"):
+                    keep |= shas
+                    garbage.kept_unpublished += 1
+                elif not shas & keep:
+                    doomed.append((h, rec))
+            garbage.records = [str(rec.get("name") or h) for h, rec in doomed]
+            if not dry_run:
+                journal.mark_published(seen_published)
+                for h, _ in doomed:
                     journal.forget_stored(h)
         finally:
             journal.close()
-        removed = freed = 0
         for sha in sorted(store.listing()):
             if sha not in keep:
-                freed += store.path(sha).stat().st_size
-                store.remove(sha)
-                removed += 1
-        store.clean_temp()
-    return removed, freed
+                try:
+                    garbage.objects.append((sha, store.path(sha).stat().st_size))
+                except OSError:
+                    continue
+                if not dry_run:
+                    store.remove(sha)
+        if not dry_run:
+            store.clean_temp()
+    return garbage
+
+
+def _referenced(project: Project, assets) -> set[str]:
+    keep: set[str] = set()
+    lock = read_lock(project.root / LOCK_NAME)
+    for entry in lock.assets.values():
+        keep.update(f["sha256"] for f in entry.get("files") or [])
+    for v in assets.versions():
+        for entry in (assets.manifest(v).get("assets") or {}).values():
+            keep.update(f["sha256"] for f in entry.get("files") or [])
+    return keep

@@ -13,6 +13,7 @@ from starbuild.errors import ConfigError, Issue, StoreError
 
 LOCK_NAME = "starbuild.lock"
 LOCKFILE_VERSION = 1
+MAX_LOCK_BYTES = 512 * 2**20
 
 
 @dataclass
@@ -29,35 +30,56 @@ class Lock:
 
 def read_lock(path: Path) -> Lock:
     """The lockfile at path, or an empty Lock when there is none."""
+    from starbuild.safefile import read_text
+
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, MAX_LOCK_BYTES)
     except FileNotFoundError:
         return Lock()
+    except UnicodeDecodeError:
+        raise ConfigError(Issue(path.name, None, None, "", "the lockfile is not UTF-8 text")) from None
     except OSError as exc:
         raise ConfigError(Issue(path.name, None, None, "", f"cannot read the lockfile: {exc}")) from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(Issue(path.name, exc.lineno, exc.colno, "",
-                                f"the lockfile is not valid JSON ({exc.msg}); restore it from version "
-                                "control or delete it to rebuild everything")) from None
+    from starbuild.store.lockcheck import check_assets, parse_json
+
+    hint = "restore the lockfile from version control or delete it to rebuild everything"
+    data = parse_json(text, path.name, "the lockfile")
     if not isinstance(data, dict) or not isinstance(data.get("assets", {}), dict):
         raise ConfigError(Issue(path.name, 1, 1, "", "the lockfile is not a starbuild lockfile"))
     version = data.get("lockfile_version")
-    if version != LOCKFILE_VERSION:
+    if version != LOCKFILE_VERSION or isinstance(version, bool):
         raise ConfigError(Issue(path.name, 1, 1, "lockfile_version",
                                 f"{version!r} is not a lockfile version this starbuild reads "
                                 f"({LOCKFILE_VERSION}); upgrade starbuild"))
-    assets = {k: v for k, v in data.get("assets", {}).items() if isinstance(v, dict)}
-    return Lock(asset_version=int(data.get("asset_version") or 0), assets=assets)
+    check_assets(data, text, path.name, hint)
+    return Lock(asset_version=data.get("asset_version") or 0, assets=dict(data.get("assets", {})))
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the system allows."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore at once
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write bytes so that readers see the old file or the whole new one, never a part."""
+    """Write bytes so that readers see the old file or the whole new one, never a part.
+
+    The file gets the mode a plain ``open()`` would give it (0666 less the umask): mkstemp's
+    owner-only temp file would otherwise make a committed lockfile unreadable to the team.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o666 & ~current_umask())
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

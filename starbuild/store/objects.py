@@ -7,7 +7,6 @@ fsynced, renamed to ``vNNNN`` and only then made ``current`` by an atomic symlin
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -15,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from starbuild.errors import StoreError
+from starbuild.errors import ConfigError, Issue, StoreError
+from starbuild.store.lockcheck import check_assets, is_sha256, parse_json, rel_path_problem
 from starbuild.store.lockfile import atomic_write, dump_json
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
@@ -30,10 +30,23 @@ class ObjectStore:
         self.root = root / "objects"
 
     def path(self, sha: str) -> Path:
+        # A hash from a lockfile, manifest or journal names a file here: never a path elsewhere.
+        if not is_sha256(sha):
+            raise StoreError(f"{sha!r} is not a sha256; the lockfile or cache may have been edited")
         return self.root / sha[:2] / sha
 
     def has(self, sha: str) -> bool:
         return self.path(sha).is_file()
+
+    def verify(self, sha: str) -> bool:
+        """The object is there and its bytes still hash to its name; a corrupt one is removed (a miss)."""
+        path = self.path(sha)
+        if not path.is_file():
+            return False
+        if file_sha256(path) == sha:
+            return True
+        self.remove(sha)
+        return False
 
     def add(self, tmp: Path, sha: str) -> Path:
         """Move a verified temp file into the store (a file already there wins)."""
@@ -61,7 +74,7 @@ class ObjectStore:
         for sub in subs:
             if len(sub) == 2:
                 try:
-                    out.update(os.listdir(self.root / sub))
+                    out.update(n for n in os.listdir(self.root / sub) if is_sha256(n))
                 except OSError:
                     pass
         return out
@@ -123,10 +136,20 @@ class AssetDir:
         return int(m.group(1)) if m else None
 
     def manifest(self, n: int) -> dict[str, Any]:
+        """A version's manifest ({} when it has none); a malformed one is a located ConfigError."""
+        from starbuild.safefile import read_text
+
+        path = self.version_path(n) / MANIFEST
+        shown = f"{self.root.name}/{path.parent.name}/{MANIFEST}"
         try:
-            return json.loads((self.version_path(n) / MANIFEST).read_text())
+            text = read_text(path, 512 * 2**20)
         except (OSError, ValueError):
             return {}
+        data = parse_json(text, shown, "the manifest")
+        if not isinstance(data, dict):
+            raise ConfigError(Issue(shown, 1, 1, "", "the manifest is not a mapping"))
+        check_assets(data, text, shown, f"restore {shown} or delete version v{n:04d}")
+        return data
 
     def publish(self, number: int, files: list[tuple[str, Path]], manifest: dict[str, Any]) -> Path:
         """Write version ``number`` from (relative path, source file) pairs, then make it current."""
@@ -136,6 +159,10 @@ class AssetDir:
         if final.exists():
             raise StoreError(f"{final} already exists; another run may have published it")
         tmp = self.root / f".{final.name}.tmp-{os.getpid()}"
+        for rel, _ in files:
+            problem = rel_path_problem(rel)
+            if problem:
+                raise StoreError(f"cannot publish {problem}")
         try:
             for rel, src in files:
                 dest = tmp / rel
@@ -149,7 +176,15 @@ class AssetDir:
         self.set_current(number)
         return final
 
+    def check_current(self) -> None:
+        """Refuse a ``current`` that is not the symlink starbuild keeps (a copy that followed links)."""
+        link = self.root / CURRENT
+        if (link.exists() or link.is_symlink()) and not link.is_symlink():
+            raise StoreError(f"{link} is a real folder or file, not the `current` symlink starbuild keeps "
+                             "(was the asset folder copied without its symlinks?); remove it and build again")
+
     def set_current(self, number: int) -> None:
+        self.check_current()
         link = self.root / CURRENT
         tmp = self.root / f".{CURRENT}.tmp-{os.getpid()}"
         tmp.unlink(missing_ok=True)
@@ -157,9 +192,10 @@ class AssetDir:
         os.replace(tmp, link)
 
     def clean_partial(self) -> None:
-        """Remove temp folders and links left by killed runs."""
+        """Remove temp folders and links left by killed runs; refuse a broken ``current`` early."""
         if not self.root.is_dir():
             return
+        self.check_current()
         for p in self.root.iterdir():
             if p.name.startswith(".v") and ".tmp-" in p.name:
                 shutil.rmtree(p, ignore_errors=True)
@@ -177,7 +213,20 @@ class AssetDir:
 
 
 def _link_or_copy(src: Path, dest: Path) -> None:
+    """A copy, never a hard link: an in-place edit of a published file must not reach the store or
+    other versions (shutil.copyfile lets the kernel copy the bytes)."""
+    shutil.copyfile(src, dest)
+
+
+def file_sha256(path: Path) -> str | None:
+    """The sha256 of a file's bytes, or None when it cannot be read."""
+    import hashlib
+
+    digest = hashlib.sha256()
     try:
-        os.link(src, dest)
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
     except OSError:
-        shutil.copy2(src, dest)
+        return None
+    return digest.hexdigest()

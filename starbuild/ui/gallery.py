@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from starbuild.config.project import Project
 from starbuild.store.lockfile import LOCK_NAME, read_lock
+from starbuild.text import printable
 
 THUMB = 320
 
@@ -87,7 +88,8 @@ setTimeout(poll, 1000);
 
 
 def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    text = str(value).replace("\r\n", " ").replace("\n", " ").replace("\t", " ")
+    return html.escape(printable(text), quote=True)
 
 
 def _page(title: str, body: str, generation: int, header: str = "") -> str:
@@ -135,8 +137,13 @@ class Gallery:
     def index(self) -> str:
         if self.state.project is None:
             return _page("starbuild", "<p class=empty>no project loaded yet</p>", self.state.generation)
-        project, assets, _ = self._dirs()
-        lock = read_lock(project.root / LOCK_NAME)
+        from starbuild.errors import StarbuildError
+
+        try:
+            project, assets, _ = self._dirs()
+            lock = read_lock(project.root / LOCK_NAME)
+        except StarbuildError as exc:  # a malformed lockfile: say so on the page, located
+            return _page("starbuild gallery", f"<div class=error>{_e(printable(exc))}</div>", self.state.generation)
         version = assets.current()
         cards = []
         names = sorted(set(lock.assets) | self.state.building | set(self.state.failed))
@@ -164,11 +171,17 @@ class Gallery:
             return None
         _, assets, _ = self._dirs()
         current = assets.current()
+        from starbuild.errors import StarbuildError
+
+        try:
+            manifests = {v: assets.manifest(v) for v in sorted(assets.versions())}
+        except StarbuildError as exc:
+            return _page(f"{name} · starbuild", f"<div class=error>{_e(printable(exc))}</div>", self.state.generation)
         # Versions in which the asset's image changed, newest first: an unchanged image is shown once,
         # labelled with the version that introduced it.
         distinct: list[tuple[int, dict]] = []
-        for v in sorted(assets.versions()):
-            entry = (assets.manifest(v).get("assets") or {}).get(name)
+        for v, manifest in manifests.items():
+            entry = (manifest.get("assets") or {}).get(name)
             if entry and (not distinct or distinct[-1][1].get("files") != entry.get("files")):
                 distinct.append((v, entry))
         cards = []
@@ -248,21 +261,79 @@ def create_app(state: GalleryState, cache: Path | None = None):
         return JSONResponse({"generation": state.generation, "building": sorted(state.building),
                              "failed": state.failed, "error": state.error})
 
-    return Starlette(routes=[
+    return LoopbackOnly(Starlette(routes=[
         Route("/", index), Route("/asset/{name:path}", asset), Route("/file/{version:int}/{path:path}", file),
         Route("/thumb/{version:int}/{path:path}", thumb), Route("/api/state", api_state),
-    ])
+    ]))
 
 
-def serve_gallery(state: GalleryState, port: int = 8700, *, in_thread: bool = False):
-    """Serve the gallery on 127.0.0.1; in a daemon thread (returns the server) or blocking."""
+class LoopbackOnly:
+    """ASGI middleware: answer only requests whose Host is a loopback name.
+
+    A web page elsewhere can make a browser send requests here through a DNS name that resolves
+    to 127.0.0.1 (DNS rebinding); such requests carry that name as Host and are refused.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and not _loopback_host(scope):
+            from starlette.responses import PlainTextResponse
+
+            response = PlainTextResponse("this gallery answers only to localhost, 127.0.0.1 and [::1]\n",
+                                         status_code=421)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _loopback_host(scope) -> bool:
+    from urllib.parse import urlsplit
+
+    from starbuild.config.urls import is_loopback_host
+
+    host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), "")
+    try:
+        name = urlsplit(f"//{host}").hostname
+    except ValueError:
+        return False
+    return is_loopback_host(name)
+
+
+def bind_gallery(port: int):
+    """The gallery's listening socket on 127.0.0.1, bound now so that a busy port is a clear error."""
+    import socket
+
+    from starbuild.errors import UsageError
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"cannot serve the gallery on 127.0.0.1 port {port}: {exc.strerror or exc}; "
+                         "choose another port (0 picks a free one)") from None
+    return sock
+
+
+def serve_gallery(state: GalleryState, port: int = 8700, *, in_thread: bool = False, sock=None):
+    """Serve the gallery on 127.0.0.1; in a daemon thread (returns the server) or blocking.
+
+    A busy port raises UsageError before anything is announced or served.
+    """
     import uvicorn
 
-    config = uvicorn.Config(create_app(state), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    sock = sock or bind_gallery(port)
+    config = uvicorn.Config(create_app(state), log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
+    server.port = sock.getsockname()[1]  # the port actually bound (port 0 picks one)
     if not in_thread:
-        server.run()
+        try:
+            server.run(sockets=[sock])
+        finally:
+            sock.close()
         return server
-    thread = threading.Thread(target=server.run, daemon=True, name="starbuild-gallery")
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="starbuild-gallery")
     thread.start()
     return server

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from starbuild.engine.build import BuildOptions, asset_dir, build, cache_dir, plan_project
+from starbuild.engine.project_lock import LOCK_DIR
 from starbuild.errors import ConfigError, StarbuildError
 from starbuild.ui.gallery import GalleryState
 from starbuild.store.lockfile import LOCK_NAME
@@ -27,7 +28,7 @@ _IGNORED_SUFFIXES = (".tmp", ".part", ".swp", ".swx", "~")
 
 def ignore_filter(root: Path, output: Path, cache: Path) -> Callable[[Any, str], bool]:
     """Changes worth a rebuild: anything in the project but outputs, cache, lockfile and temp files."""
-    skip_dirs = {".git", "__pycache__", ".venv", "node_modules", ".pytest_cache"}
+    skip_dirs = {".git", "__pycache__", ".venv", "node_modules", ".pytest_cache", LOCK_DIR}
 
     def keep(_change: Any, raw: str) -> bool:
         path = Path(raw)
@@ -55,7 +56,8 @@ class Watcher:
                  state: GalleryState | None = None, emit=None, transport=None,
                  on_report: Callable[[BuildReport | None], None] | None = None):
         self.config_path = config_path
-        self.options = dataclasses.replace(options, uploads=options.uploads or UploadCache())
+        # A build that finds the project locked (another build, a gc) waits for it: an edit is never dropped.
+        self.options = dataclasses.replace(options, uploads=options.uploads or UploadCache(), wait=True)
         self.yes = yes
         self.say = say
         self.confirm = confirm
@@ -76,6 +78,8 @@ class Watcher:
             self.state.config_error(str(exc))
             self.on_report(None)
             return None
+        for issue in project.warnings:
+            self.say(f"warning: {issue}")
         self.state.set_project(project)
         try:
             plan = plan_project(project, placeholder=self.options.offline, specs=specs,
