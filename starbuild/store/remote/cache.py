@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from starbuild.errors import RemoteCacheError
+from starbuild.text import printable
 from starbuild.store.remote.backend import Backend
 from starbuild.store.remote.layout import SHA_RE, ac_key, alt_key, cas_key, file_key, lease_key
 from starbuild.store.remote.settings import RemoteSettings
@@ -60,8 +61,7 @@ class Lease:
 
 def _printable(value: Any, limit: int = 100) -> str:
     """Text from the shared remote as messages may show it: control characters escaped, bounded."""
-    text = str(value)[:limit]
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    return printable(str(value)[:limit])
 
 
 def _sha256_of(path: Path) -> str:
