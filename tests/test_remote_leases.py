@@ -277,3 +277,16 @@ def test_held_claims_are_renewed_until_released(tmp_path):
         assert await other.find_lease(H) is None
 
     asyncio.run(go())
+
+
+def test_text_read_from_the_remote_is_escaped(tmp_path):
+    """A holder name is shown to teammates: control characters from a shared place never reach a terminal."""
+    shared = tmp_path / "shared"
+    _plant_lease(shared, H, time.time() + 60, holder="ana\x1b[2J\x07")
+
+    async def go():
+        cache = RemoteCache(FileBackend(shared, "file://shared"), _settings("file://shared"))
+        return await cache.find_lease(H)
+
+    lease = asyncio.run(go())
+    assert "\x1b" not in lease.holder and "\x07" not in lease.holder and lease.holder.startswith("ana")
