@@ -1,3 +1,3 @@
-from starbuild.cli.main import main
+from starbuild.cli.fastpath import entry
 
-main()
+entry()

@@ -290,3 +290,30 @@ def test_text_read_from_the_remote_is_escaped(tmp_path):
 
     lease = asyncio.run(go())
     assert "\x1b" not in lease.holder and "\x07" not in lease.holder and lease.holder.startswith("ana")
+
+
+def test_answers_that_depend_on_the_remote_are_never_replayed(tmp_path, monkeypatch):
+    """`plan` says what the remote holds now, not what it held when the same command last ran."""
+    import os
+    import subprocess
+    import sys
+
+    done, teammate = _prepared(tmp_path, monkeypatch)
+    shared = tmp_path / "shared"
+    me = Project(tmp_path / "me")
+    me.config(matrix_config(1, extra=_remote_config(shared)))
+    shutil.copy(teammate.root / "starbuild.lock", me.root / "starbuild.lock")
+    env = {**os.environ, "STARBUILD_CACHE_DIR": str(tmp_path / "cache-me")}
+    env.pop("STARBUILD_NO_PLAN_CACHE", None)
+
+    def plan() -> str:
+        res = subprocess.run([sys.executable, "-m", "starbuild", "-C", str(me.root), "plan"], env=env,
+                             capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        return res.stdout
+
+    assert "in the remote cache" not in plan()
+    time.sleep(2.1)  # past the plan cache's distrust window, had it kept the answer
+    assert "in the remote cache" not in plan()
+    shutil.copytree(done / "v1", shared / "v1")  # the teammate pushes
+    assert "in the remote cache" in plan()

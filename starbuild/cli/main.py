@@ -15,6 +15,10 @@ import click
 
 from starbuild import __version__
 
+# Set by cli/fastpath.py while it records a command for the plan cache; plan and build say here
+# whether their answer may be replayed.
+PLAN_CACHE_HOOK: dict | None = None
+
 
 class Context:
     """Global options shared by every command."""
@@ -35,8 +39,10 @@ class Context:
     def load(self):
         """The project, with every config problem (schema and resolution) reported at once."""
         from starbuild.config.resolve import load_and_resolve
+        from starbuild.plan.nogc import paused_gc
 
-        project, self.specs = load_and_resolve(self.config_path)
+        with paused_gc():
+            project, self.specs = load_and_resolve(self.config_path)
         show_warnings(project)
         return project
 
@@ -284,7 +290,9 @@ def plan(ctx: Context, names, as_json: bool, offline: bool) -> None:
     from starbuild.engine.build import plan_project
     from starbuild.cli.report import dump_json, render_plan
 
-    the_plan = plan_project(ctx.load(), placeholder=offline, specs=ctx.specs, select=names)
+    project = ctx.load()
+    the_plan = plan_project(project, placeholder=offline, specs=ctx.specs, select=names)
+    _plan_cache_note(project, ctx.specs, True)
     if as_json:
         dump_json(the_plan.to_json())
     else:
@@ -333,6 +341,8 @@ def build(ctx: Context, names, offline, dry_run, max_credits, concurrency, froze
     except KeyboardInterrupt:
         _say_interrupted(project, started)
         raise  # run_safely picks the exit code: 130 for Ctrl-C, 143 for SIGTERM
+    _plan_cache_note(project, ctx.specs, report.version is None and report.requests == 0 and not report.adopted
+                     and all(r.outcome.value == "cached" for r in report.results))
     if as_json:
         dump_json(report.to_json())
     else:
@@ -348,6 +358,16 @@ def _say_interrupted(project, started: float) -> None:
 
     for line in interrupt_note(kept_after_interrupt(cache_dir(project), started)):
         click.echo(line, err=True)
+
+
+def _plan_cache_note(project, specs, unchanged: bool) -> None:
+    """Tell the plan cache whether this answer may be replayed (not when an input lies in the output folder)."""
+    if PLAN_CACHE_HOOK is None:
+        return
+    out = project.config.output.dir
+    inside = any(r.kind == "file" and (r.ref == out or r.ref.startswith(out.rstrip("/") + "/"))
+                 for s in specs or () for r in s.inputs + ((s.mask,) if s.mask else ()))
+    PLAN_CACHE_HOOK.update(output=out, cacheable=unchanged and not inside)
 
 
 def _progress(ctx: Context, as_json: bool):

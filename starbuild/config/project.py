@@ -20,6 +20,7 @@ from starbuild.errors import ConfigError, Issue
 from starbuild.models import MAX_INPUTS
 from starbuild.config.urls import api_url_problem
 from starbuild.config.yamlfile import Marks, load_yaml_file
+from starbuild.config.callback import Callback
 
 CONFIG_NAME = "starbuild.yaml"
 RATE_UNITS = {"s": 1, "sec": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
@@ -47,6 +48,7 @@ class Provider(_Strict):
                                 description="seconds before an unfinished task is reported failed")
     max_credits: float | None = Field(None, ge=0, allow_inf_nan=False,
                                       description="refuse a build whose estimate exceeds this")
+    callback: Callback | None = Field(None, description="task results posted to starbuild (SPEC.md §11)")
 
     @field_validator("base_url", "files_url")
     @classmethod

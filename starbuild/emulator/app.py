@@ -36,7 +36,7 @@ from .faults import (
 from .files import FileStore, file_endpoint, upload_endpoint
 from .references import MISSING, Missing, Reference, check_references
 from .render import RenderCache, render_placeholder
-from .tasks import PENDING_SHARE, RESULT_NAME, TASK_PREFIX, Task, new_task_id, task_view
+from .tasks import PENDING_SHARE, RESULT_NAME, TASK_PREFIX, Task, estimated_time, new_task_id, task_view
 from .validation import applicable, check_submission
 
 _FILE_PATH = re.compile(r"^/(?:cdn/files/([^/]+)/.*|api/v1/files/download/([^/]+))$")
@@ -248,7 +248,8 @@ class Emulator:
             model=model, request=copy.deepcopy(body), owner=owner, n=body.get("n") or 1,
             width=width, height=height, credits=credits, latency=latency,
             callback_url=body.get("callback_url"), base=(lambda: base) if base else None,
-            transparent=body.get("background") == "transparent")
+            transparent=body.get("background") == "transparent",
+            estimated=estimated_time(latency, self.config.estimate_scale, self.config.estimate_round))
         self._decide_outcome(task, failure)
         self.tasks[task.id] = task
         self._in_flight.setdefault(owner, []).append(task)

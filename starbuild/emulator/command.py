@@ -81,6 +81,10 @@ def _fault_options(command):
               "(default: http://HOST:FILES-PORT).")
 @click.option("--allow-loopback-callbacks", is_flag=True,
               help="Accept http and private/loopback callback URLs (for local testing).")
+@click.option("--estimate-scale", default=1.0, show_default=True, type=click.FloatRange(min=0.0),
+              help="estimated_time in answers is the latency times this.")
+@click.option("--estimate-round", type=click.Choice(["up", "down"]), default="up", show_default=True,
+              help="Round estimated_time up or down to whole seconds.")
 @_fault_options
 @click.option("--slow-seconds", default=2.0, show_default=True, type=click.FloatRange(min=0.0),
               help="Delay of a slow answer.")
@@ -96,8 +100,8 @@ def _fault_options(command):
               help="Codes failed tasks use (repeatable; default: all documented codes).")
 def emulator_command(host, port, files_port, public_files_url, latency, ttl, task_ttl, file_ttl, seed, api_key, credit_balance,
                      deny_model, max_unfinished, render, public_url, allow_loopback_callbacks,
-                     slow_seconds, drip_seconds, results_null_seconds, slow_submit_seconds, reserve_per_image,
-                     failure_codes, **rates):
+                     estimate_scale, estimate_round, slow_seconds, drip_seconds, results_null_seconds,
+                     slow_submit_seconds, reserve_per_image, failure_codes, **rates):
     """Serve the StarMagic API emulator over HTTP until Ctrl-C.
 
     Point any client at it with STARMAGIC_BASE_URL (and STARMAGIC_FILES_URL for uploads).
@@ -114,7 +118,8 @@ def emulator_command(host, port, files_port, public_files_url, latency, ttl, tas
                             api_key=api_key, credit_balance=credit_balance, denied_models=frozenset(deny_model),
                             render=render, public_url=public_url or DEFAULT_PUBLIC_URL,
                             files_url=public_files_url or DEFAULT_FILES_URL,
-                            allow_loopback_callbacks=allow_loopback_callbacks, faults=faults)
+                            allow_loopback_callbacks=allow_loopback_callbacks, faults=faults,
+                            estimate_scale=estimate_scale, estimate_round=estimate_round)
 
     def announce(url: str, files: str) -> None:
         click.echo(f"StarMagic emulator listening on {url}, file service on {files} (Ctrl-C to stop)", err=True)

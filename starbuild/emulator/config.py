@@ -111,10 +111,16 @@ class EmulatorConfig:
     # Documented schedule: one attempt, then retries 1, 2 and 4 s after each failure.
     callback_retry_delays: tuple[float, ...] = (1.0, 2.0, 4.0)
     callback_timeout: float = 10.0
+    # estimated_time in answers: the task's latency times estimate_scale, rounded "up" (whole
+    # seconds, the default) or "down" (as a real service that under-promises might)
+    estimate_scale: float = 1.0
+    estimate_round: str = "up"
 
     def __post_init__(self) -> None:
         if self.render not in ("full", "plain"):
             raise ValueError(f"EmulatorConfig.render must be 'full' or 'plain', not {self.render!r}")
+        if self.estimate_round not in ("up", "down"):
+            raise ValueError(f"EmulatorConfig.estimate_round must be 'up' or 'down', not {self.estimate_round!r}")
         self.denied_models = frozenset(self.denied_models)
 
 

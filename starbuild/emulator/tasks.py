@@ -46,6 +46,7 @@ class Task:
     callback_url: str | None = None
     base: Callable[[], bytes] | None = None   # first reference image, for edits
     transparent: bool = False
+    estimated: int | None = None              # estimated_time shown; None: the latency rounded up
 
     @property
     def done_at(self) -> float:
@@ -82,9 +83,12 @@ def new_task_id(created: int, taken: Callable[[str], bool]) -> str:
             return task_id
 
 
-def estimated_time(latency: float) -> int:
-    """Whole seconds, rounded up: a task that takes any time at all is estimated at 1 s or more."""
-    return math.ceil(latency) if latency > 0 else 0
+def estimated_time(latency: float, scale: float = 1.0, rounding: str = "up") -> int:
+    """Whole seconds, rounded up by default: a task that takes any time at all is estimated at 1 s or more."""
+    seconds = latency * scale
+    if rounding == "down":
+        return int(seconds)
+    return math.ceil(seconds) if seconds > 0 else 0
 
 
 def task_view(task: Task, now: float, base_url: str, *, submitted: bool = False) -> dict:
@@ -98,7 +102,7 @@ def task_view(task: Task, now: float, base_url: str, *, submitted: bool = False)
         "progress": progress,
         "status": status,
         "task_info": {"can_cancel": status in ("pending", "processing"),
-                      "estimated_time": estimated_time(task.latency)},
+                      "estimated_time": task.estimated if task.estimated is not None else estimated_time(task.latency)},
         "type": "image",
         "usage": {"billing_rule": "per_call", "credits_reserved": task.credits, "user_group": "default"},
     }

@@ -5,7 +5,7 @@ Reads top to bottom as the list of steps; each step is a named function below.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import math
 import os
 import time
@@ -22,6 +22,7 @@ from starbuild.plan.planner import Plan, PlannedAsset, Status, make_plan
 from starbuild.engine.project_lock import project_lock
 from starbuild.engine.publishing import check_output, verified_sources
 from starbuild.models import learnable_credits
+from starbuild.plan.nogc import paused_gc
 from starbuild.store.objects import AssetDir, ObjectStore
 
 if TYPE_CHECKING:  # the runner and its HTTP stack load only when there is something to send
@@ -77,13 +78,14 @@ def plan_project(project: Project, *, placeholder: bool = False, force=(), selec
     """The plan for a project against its own lockfile, what is on disk, and the remote cache if any."""
     from starbuild.engine.known import cached_specs
 
-    lock = read_lock(project.root / LOCK_NAME)
-    cache = cache_dir(project, env)
-    store = ObjectStore(cache)
-    have = _have_files(store, asset_dir(project))
-    with cached_specs(cache, store) as cached:
-        plan = make_plan(project, lock, placeholder=placeholder, force=force, select=select, have=have,
-                         specs=specs, cached=cached)
+    with paused_gc():
+        lock = read_lock(project.root / LOCK_NAME)
+        cache = cache_dir(project, env)
+        store = ObjectStore(cache)
+        have = _have_files(store, asset_dir(project))
+        with cached_specs(cache, store) as cached:
+            plan = make_plan(project, lock, placeholder=placeholder, force=force, select=select, have=have,
+                             specs=specs, cached=cached)
     if project.config.cache.remote is not None and remote and not placeholder:
         from starbuild.engine.remote_ops import remote_hits
         from starbuild.plan.planner import mark_in_remote
@@ -118,6 +120,8 @@ def build(project: Project, options: BuildOptions | None = None, **kwargs: Any) 
         with stoppable():
             out.append(await abuild(project, options, **kwargs))
 
+    import asyncio  # here, not at the top: `plan` imports this module and needs no event loop
+
     try:
         asyncio.run(main())
     except asyncio.CancelledError:
@@ -148,9 +152,10 @@ async def abuild(project: Project, options: BuildOptions | None = None, *, trans
         remote = None
         try:
             try:
-                plan = make_plan(project, lock, placeholder=options.offline, force=options.force,
-                                 select=options.select, have=_have_files(store, assets), specs=options.specs,
-                                 cached=journal_lookup(journal, store))
+                with paused_gc():
+                    plan = make_plan(project, lock, placeholder=options.offline, force=options.force,
+                                     select=options.select, have=_have_files(store, assets), specs=options.specs,
+                                     cached=journal_lookup(journal, store))
                 remote = await _open_remote(project, options, store, emit)
                 todo = plan.to_build()
                 if emit:
@@ -296,6 +301,8 @@ async def _run(project, options, todo, journal, store, transport, emulator, emit
         (h, rec) for h, rec in journal.inflight() if rec.get("state") == "submitted" and h not in planned]
     if not todo and not orphans:
         return BuildReport(results=[])
+    import asyncio
+
     from starbuild.api.client import StarMagicClient
     from starbuild.engine.prices import PriceBook
     from starbuild.engine.runner import RunOptions, Runner
@@ -328,8 +335,14 @@ async def _run(project, options, todo, journal, store, transport, emulator, emit
         retry_unknown=options.retry_unknown, poll_base=options.poll_base, poll_cap=options.poll_cap)
     # No single request may outlast the time a whole task is given.
     deadlines = dict(deadline=min(60.0, provider.task_timeout), download_deadline=min(300.0, provider.task_timeout))
-    async with StarMagicClient(base_url, key, files_url=files_url, transport=transport, retry=options.retry,
-                               **deadlines) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        if provider.callback is not None and not options.offline:  # SPEC.md §11
+            from starbuild.api.callbacks import CallbackHub
+
+            run_opts.callbacks = await stack.enter_async_context(CallbackHub(provider.callback))
+        client = await stack.enter_async_context(
+            StarMagicClient(base_url, key, files_url=files_url, transport=transport, retry=options.retry,
+                            **deadlines))
         emit = emit or (lambda *a: None)
         runner = Runner(client, journal, store, project.root, run_opts, remote.events(emit) if remote else emit)
         runner.prices = PriceBook(learned_prices(lock))

@@ -6,6 +6,13 @@ the store instead of paid again; ``published`` marks those a version has publish
 gc keeps them: they are paid images nobody has yet). A write that fails is a StoreError. In-flight and stored records live apart, so looking for
 unfinished tasks never reads the (possibly large) stored history. No result URL and no key is
 ever written here.
+
+Writes made during one turn of the event loop share one transaction per database, committed at
+the end of that turn (a build's writes came one commit each, each blocking the loop on the
+disk). No crash state is added by it: a run killed before the commit is in the state of a run
+killed just before those writes, and nothing leaves the process that depends on them before the
+commit. ``intend`` commits at once, with whatever is pending, since the submission it announces
+is sent right after it.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import logging
 import os
 import sqlite3
 import time
+import asyncio
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -32,6 +40,9 @@ class Journal:
 
     def __init__(self, directory: Path):
         self.directory = directory
+        self._open: dict[int, Any] = {}  # id(cache) -> its transaction of this turn of the loop
+        self._failure: StoreError | None = None  # a deferred commit that failed: every later write says so
+        self.commits = 0
         with self._writing():
             directory = _usable_dir(directory)
             self._inflight = _open_cache(directory / "inflight")
@@ -40,6 +51,8 @@ class Journal:
     @contextmanager
     def _writing(self) -> Iterator[None]:
         """A write that fails (disk full, read-only, a broken database) is a StoreError, never a crash."""
+        if self._failure is not None:
+            raise self._failure
         try:
             yield
         except StoreError:
@@ -49,8 +62,45 @@ class Journal:
                              "free some disk space or make the folder writable") from None
 
     def close(self) -> None:
-        self._inflight.close()
-        self._stored.close()
+        try:
+            self.commit()
+        finally:
+            self._inflight.close()
+            self._stored.close()
+
+    def _begin(self, cache) -> None:
+        """Join this turn's transaction on ``cache``; outside an event loop every write commits by itself."""
+        if id(cache) in self._open:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        txn = cache.transact()
+        txn.__enter__()
+        if not self._open:
+            loop.call_soon(self._commit_later)
+        self._open[id(cache)] = txn
+
+    def commit(self) -> None:
+        """Commit the pending writes (at the end of the turn, or now); StoreError when they fail."""
+        txns, self._open = self._open, {}
+        with self._writing():
+            # Stored results first: a crash between the two commits then leaves a task both stored
+            # and in flight (harmless), never neither (which would submit it again).
+            for cache in (self._stored, self._inflight):
+                txn = txns.get(id(cache))
+                if txn is not None:
+                    self.commits += 1
+                    txn.__exit__(None, None, None)
+
+    def _commit_later(self) -> None:
+        """The end-of-turn commit: a failure is kept and raised by the next write (never lost in the loop)."""
+        try:
+            self.commit()
+        except StoreError as exc:
+            self._failure = exc
+            log.warning("%s", exc)
 
     @staticmethod
     def _read(cache, key: str) -> dict[str, Any] | None:
@@ -65,36 +115,44 @@ class Journal:
         return self._read(self._inflight, spec_hash) or self._read(self._stored, spec_hash)
 
     def intend(self, spec_hash: str, name: str, request: dict[str, Any]) -> None:
-        """Before a submission is sent: if we die now, its outcome is unknown."""
+        """Before a submission is sent: if we die now, its outcome is unknown. Committed at once."""
         with self._writing():
+            self._begin(self._inflight)
             self._inflight.set(spec_hash, {"state": SUBMITTING, "name": name, "request": request,
                                            "since": time.time()})
+        self.commit()
 
     def submitted(self, spec_hash: str, name: str, request: dict[str, Any], task_id: str,
                   credits: float | None) -> None:
         with self._writing():
+            self._begin(self._inflight)
             self._inflight.set(spec_hash, {"state": SUBMITTED, "name": name, "request": request,
                                            "task_id": task_id, "credits": credits, "since": time.time()})
 
     def stored(self, spec_hash: str, record: dict[str, Any]) -> None:
         # Written before the in-flight record is dropped, so a crash between leaves both (harmless).
         with self._writing():
+            self._begin(self._stored)
+            self._begin(self._inflight)
             self._stored.set(spec_hash, {**record, "state": STORED, "since": time.time()})
             self._inflight.delete(spec_hash)
 
     def forget(self, spec_hash: str) -> None:
         """Drop the in-flight record (the task failed, was refused, or is gone)."""
         with self._writing():
+            self._begin(self._inflight)
             self._inflight.delete(spec_hash)
 
     def forget_stored(self, spec_hash: str) -> None:
         with self._writing():
+            self._begin(self._stored)
             self._stored.delete(spec_hash)
 
     def mark_published(self, spec_hashes: set[str]) -> None:
         """These stored results are now in a version: from here on gc may drop them when no version
         or lockfile needs them. Until then they are paid images nobody has, and gc keeps them."""
         with self._writing():
+            self._begin(self._stored)
             for h in spec_hashes:
                 rec = self._read(self._stored, h)
                 if rec is not None and not rec.get("published"):

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from starbuild.api.client import StarMagicClient
-from starbuild.api.wire import RETRYABLE_FAILURES, Task
+from starbuild.api.wire import RETRYABLE_FAILURES, Task, parse_task
 from starbuild.errors import (
     ApiError, AuthError, NotFoundError, QuotaError, RateLimitError, StarbuildError, StoreError, TaskFailedError,
     TransientApiError, UnknownOutcomeError, VerifyError,
@@ -27,6 +27,7 @@ from starbuild.engine.journal import STORED, SUBMITTED, SUBMITTING, Journal
 from starbuild.engine.outcome import AssetResult, Outcome
 from starbuild.engine.prices import PriceBook
 from starbuild.models import ceiling_credits, price_kind
+from starbuild.engine.polling import Tracker
 from starbuild.plan.planner import PlannedAsset
 from starbuild.plan.spec import GenerationSpec, InputRef
 from starbuild.store.objects import ObjectStore
@@ -51,6 +52,7 @@ class RunOptions:
     poll_base: float = 0.5   # first backoff step after the estimate has passed
     poll_cap: float = 10.0   # longest wait between two polls
     seed: int | None = None
+    callbacks: Any = None    # a CallbackHub (api/callbacks.py) when provider.callback is set
 
 
 class AdaptiveLimit:
@@ -253,6 +255,7 @@ class Runner:
         self._rng = random.Random(self.options.seed)
         self._upload_locks: dict[str, asyncio.Lock] = {}
         self._by_hash: dict[str, asyncio.Future] = {}  # one protocol per spec_hash per build
+        self.tracker = Tracker(self.options.poll_base, self.options.poll_cap, self.options.callbacks)
 
     async def run(self, assets: list[PlannedAsset], ready: list[AssetResult] = ()) -> list[AssetResult]:
         """Every asset's result, in the order given; ``ready`` results (pulled) serve as @asset inputs."""
@@ -463,6 +466,7 @@ class Runner:
                                f"({self.budget.limit:g})", code="budget")
                 held = amount
                 body = spec.api_body(*await self._input_urls(spec))
+                watched = self.tracker.prepare(body)
                 self.emit("submit", asset.name, {})
                 self.journal.intend(h, asset.name, request)
             except BaseException as exc:
@@ -490,7 +494,7 @@ class Runner:
                 # Stopped (Ctrl-C, SIGTERM) while the request is on the wire: its answer is still
                 # awaited a few seconds, so an accepted task is journaled and resumed next time.
                 # Without an answer the outcome is unknown: the "submitting" record stays.
-                await self._settle_late(sending, asset, h, request, kind, held)
+                await self._settle_late(sending, asset, h, request, kind, held, watched)
                 raise
             else:
                 refused = None
@@ -511,17 +515,17 @@ class Runner:
                     raise refused
                 await asyncio.sleep(policy.delay(attempt - 1, refused.retry_after, self._rng))
                 continue
-            return self._accepted(asset, h, request, kind, task, held)
+            return self._accepted(asset, h, request, kind, task, held, watched)
 
     async def _settle_late(self, sending: asyncio.Future, asset: PlannedAsset, h: str, request: dict,
-                           kind: tuple, held: float) -> None:
+                           kind: tuple, held: float, watched=None) -> None:
         """Count a submission whose build was stopped while it was on the wire, by its late answer."""
         try:
             await asyncio.wait({sending}, timeout=LATE_ANSWER_SECONDS)
         except asyncio.CancelledError:  # stopped again: no more waiting
             pass
         if sending.done() and not sending.cancelled() and sending.exception() is None:
-            self._accepted(asset, h, request, kind, sending.result(), held)[1].release()
+            self._accepted(asset, h, request, kind, sending.result(), held, watched)[1].release()
             return
         if not sending.done():
             sending.cancel()
@@ -535,8 +539,10 @@ class Runner:
         self.limit.release()
 
     def _accepted(self, asset: PlannedAsset, h: str, request: dict, kind: tuple, task: Task,
-                  held: float) -> tuple[Task, "_Hold", float | None]:
+                  held: float, watched=None) -> tuple[Task, "_Hold", float | None]:
         """Count and keep an accepted task: its slot and credits first, so nothing below can leak them."""
+        if watched is not None:
+            self.tracker.accepted(watched, task)
         credits = self.prices.learn(kind, task.credits_reserved)
         self.budget.settle(held, credits)
         self.limit.success()
@@ -579,27 +585,11 @@ class Runner:
         # Polls whose answers drip in slowly end at task_timeout too, not only after a poll returns.
         try:
             async with asyncio.timeout(self.options.task_timeout):
-                return await self._poll(task_id, first_wait)
+                return await self.tracker.wait(task_id, first_wait, self.client.task, parse_task,
+                                                self.options.task_timeout)
         except TimeoutError:
             raise ApiError(f"task {task_id} did not finish within task_timeout ({self.options.task_timeout:g} s); "
                            "it stays journaled and the next build picks it up again", code="timeout") from None
-
-    async def _poll(self, task_id: str, first_wait: float | None) -> Task:
-        start = time.monotonic()
-        wait = first_wait if first_wait is not None else 0.0
-        step = self.options.poll_base
-        while True:
-            if wait > 0:
-                await asyncio.sleep(min(wait, self.options.poll_cap))
-            task = await self.client.task(task_id)
-            if task.done:
-                return task
-            if time.monotonic() - start > self.options.task_timeout:
-                raise ApiError(f"task {task_id} did not finish within task_timeout "
-                               f"({self.options.task_timeout:g} s); it stays journaled and the next build "
-                               "picks it up again", code="timeout")
-            wait = step * self._rng.uniform(0.8, 1.2)
-            step = min(step * 2, self.options.poll_cap)
 
     async def _download(self, url: str, dims: tuple[int, int] | None) -> dict:
         tmp, sha, size = await self.client.download(url, self.store.temp_dir())

@@ -9,21 +9,18 @@ hashed, so writing out a model default (``quality: medium`` on gpt-image-2) chan
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from starbuild.store import jsonfast
 from starbuild.models import GPT2_RATIOS, GPT_IMAGE_2, RULES, dimensions
 
 HASH_FORMAT = 1
 
 
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
 def canonical_json(data: Any) -> bytes:
-    """Sorted-key compact JSON, the bytes every hash is taken over."""
-    return _CANONICAL.encode(data).encode()
+    """Sorted-key compact JSON, the bytes every hash is taken over (orjson, byte-identical to json)."""
+    return jsonfast.canonical(data)
 
 
 def sha256_hex(data: bytes) -> str:

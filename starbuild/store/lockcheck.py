@@ -58,6 +58,12 @@ def _non_finite_paths(data: Any, path: tuple = ()) -> list[tuple[tuple, str]]:
 
 def parse_json(text: str, file: str, what: str) -> Any:
     """Strict JSON (no NaN or Infinity) or a located ConfigError."""
+    import orjson  # fast and as strict; the json module below only locates what it refused
+
+    try:
+        return orjson.loads(text)
+    except (orjson.JSONDecodeError, RecursionError):
+        pass
     try:
         return json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:

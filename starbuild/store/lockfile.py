@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from starbuild.errors import ConfigError, Issue, StoreError
+from starbuild.store import jsonfast
 
 LOCK_NAME = "starbuild.lock"
 LOCKFILE_VERSION = 1
@@ -108,7 +109,7 @@ def _fsync_dir(directory: Path) -> None:
 
 def dump_json(data: Any) -> bytes:
     """Sorted keys, two-space indentation, trailing newline: the lockfile and manifest format."""
-    return (json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
+    return jsonfast.pretty(data)
 
 
 def write_lock(path: Path, lock: Lock) -> None:

@@ -151,7 +151,7 @@ class AssetDir:
         check_assets(data, text, shown, f"restore {shown} or delete version v{n:04d}")
         return data
 
-    def publish(self, number: int, files: list[tuple[str, Path]], manifest: dict[str, Any]) -> Path:
+    def publish(self, number: int, files: list[tuple[str, Path | str]], manifest: dict[str, Any]) -> Path:
         """Write version ``number`` from (relative path, source file) pairs, then make it current."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.clean_partial()
@@ -164,9 +164,14 @@ class AssetDir:
             if problem:
                 raise StoreError(f"cannot publish {problem}")
         try:
-            for rel, src in files:
-                dest = tmp / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
+            made: set[str] = set()
+            top = str(tmp)
+            for rel, src in files:  # plain strings: pathlib costs more than the link itself
+                dest = f"{top}/{rel}"
+                parent = os.path.dirname(dest)
+                if parent not in made:
+                    os.makedirs(parent, exist_ok=True)
+                    made.add(parent)
                 _link_or_copy(src, dest)
             atomic_write(tmp / MANIFEST, dump_json(manifest))
             os.rename(tmp, final)
