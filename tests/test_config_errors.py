@@ -38,7 +38,7 @@ CASES = [
     ("gpt2-n-zero", GOOD_HEAD + "  a:\n    prompt: x\n    n: 0\n", 5, ["n"]),
     ("bad-background", GOOD_HEAD + "  a:\n    prompt: x\n    background: clear\n", 5, ["background"]),
     ("take-negative", GOOD_HEAD + "  a:\n    prompt: x\n    take: -1\n", 5, ["take"]),
-    ("post-reserved", GOOD_HEAD + "  a:\n    prompt: x\n    post: [resize]\n", 5, ["post", "reserved"]),
+    ("post-unknown-step", GOOD_HEAD + "  a:\n    prompt: x\n    post: [blur]\n", 5, ["post.0.blur", "unknown step"]),
     ("undefined-var", GOOD_HEAD + "  a:\n    prompt: 'a {{ colour }} cat'\n", 4, ["colour", "undefined"]),
     ("template-syntax", GOOD_HEAD + "  a:\n    prompt: 'a {% if %} cat'\n", 4, ["syntax"]),
     ("sandbox-escape", GOOD_HEAD + "  a:\n    prompt: '{{ ().__class__.__bases__ }}'\n", 4, ["unsafe"]),

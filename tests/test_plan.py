@@ -289,7 +289,7 @@ def test_examples_plan_json(tmp_path, monkeypatch):
     names = [a["name"] for a in icons["assets"]]
     assert names == ["icons/sword-common", "icons/sword-rare", "icons/shield-common", "icons/shield-rare",
                      "icons/potion-common", "icons/bow-common", "icons/bow-rare", "icons/crown-legendary",
-                     "ui/background"]
+                     "pixel/coin", "ui/background"]
     assert "silver border" in icons["assets"][1]["request"]["prompt"]
     assert all(a["spec_hash"] and a["credits"] > 0 and a["request"]["model"] for a in icons["assets"])
     site = run(["-C", str(examples / "website"), "plan", "--json"]).json

@@ -409,7 +409,8 @@ def test_hostile_results_are_refused_per_asset(project, tmp_path, caplog):
     assert set(lock["assets"]) == {"good"}
     manifest = json.loads((project.root / "assets" / "current" / "manifest.json").read_text())
     assert set(manifest["assets"]) == {"good"}
-    assert sorted(p.name for p in (project.root / "assets" / "current").iterdir()) == ["good.png", "manifest.json"]
+    assert sorted(p.name for p in (project.root / "assets" / "current").iterdir()) == ["good.png", "images.json",
+                                                                                     "manifest.json"]
     objects = tmp_path / ".cache" / "objects"
     stored = [p for p in objects.rglob("*") if p.is_file() and p.parent.name != "tmp"]
     assert [p.name for p in stored] == [lock["assets"]["good"]["files"][0]["sha256"]]

@@ -275,6 +275,9 @@ def validate(ctx: Context) -> None:
     project, specs = load_and_resolve(ctx.config_path)
     show_warnings(project)
     specs = order_by_dependencies(project, specs)
+    from starbuild.post.plan import check_outputs
+
+    check_outputs(project, specs)
     if not ctx.quiet:
         click.echo(f"{project.display}: ok ({len(specs)} assets)")
 
@@ -402,7 +405,7 @@ def ls_command(ctx: Context, as_json: bool) -> None:
         return
     for a in data["assets"]:
         origin = "placeholder" if a["placeholder"] else (a["task_id"] or "")
-        for f in a["files"]:
+        for f in a.get("outputs") or a["files"]:  # what the version holds: the delivered files when processed
             click.echo(f"{f['path']}  {f['width']}x{f['height']}  {f['bytes']:>9} B  {f['sha256'][:12]}  "
                        f"{a['model']}  {origin}  {a['created']}")
     click.echo(f"{len(data['assets'])} assets in v{data['asset_version']:04d}" if data["asset_version"]

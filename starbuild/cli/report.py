@@ -63,6 +63,8 @@ def render_plan(plan, out: TextIO | None = None) -> None:
         return "free" if plan.placeholder else credits_text(a["credits"])
 
     tail = _plan_tail(data["summary"], plan.placeholder)
+    if plan.post:  # processing changes apart: they cost no credits
+        tail += "\n" + plan.post.line()
     if len(assets) > 10_000:
         out.write(f"{len(assets)} assets (too many to list; use --json)\n{tail}\n")
     elif out.isatty():

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from starbuild.config.cache import Cache, RemoteConfig
 from starbuild.errors import ConfigError, Issue
@@ -21,6 +22,7 @@ from starbuild.models import MAX_INPUTS
 from starbuild.config.urls import api_url_problem
 from starbuild.config.yamlfile import Marks, load_yaml_file
 from starbuild.config.callback import Callback
+from starbuild.post.schema import STEPS, Atlas, Step, Variants, jpeg_problem
 
 CONFIG_NAME = "starbuild.yaml"
 RATE_UNITS = {"s": 1, "sec": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
@@ -83,6 +85,8 @@ class Output(_Strict):
 
     dir: str = Field("assets", description="the versioned asset directory, relative to the project")
     keep: int = Field(20, ge=1, description="asset versions kept; older ones are pruned")
+    export: str | None = Field(None, min_length=1,
+                               description="a plain folder mirroring the current version (no symlinks)")
 
 
 class Watch(_Strict):
@@ -116,13 +120,17 @@ class ImageFields(_Strict):
     mask: str | None = Field(None, description="PNG with alpha, same size as the first input (gpt-image-2)")
     take: int | None = Field(None, ge=0, description="part of the hash, never sent: change it for a fresh image")
     vars: dict[str, Any] | None = Field(None, description="template variables for this image")
-    post: Any = Field(None, description="reserved for post-processing steps; not supported yet")
+    post: list[Step] | None = Field(None, description="ordered processing steps that make the delivered file")
+    variants: Variants | None = Field(None, description="widths x formats of the delivered file, never upscaled")
 
-    @field_validator("post")
+    @field_validator("post", "variants")
     @classmethod
-    def _post_reserved(cls, v: Any) -> Any:
-        if v is not None:
-            raise ValueError("post-processing steps are reserved and not supported yet; remove 'post'")
+    def _no_jpeg_alpha(cls, v: Any, info: ValidationInfo) -> Any:
+        steps = v if info.field_name == "post" else info.data.get("post")
+        variants = v if info.field_name == "variants" else None
+        problem = jpeg_problem(steps, variants, info.data.get("background") == "transparent")
+        if problem:
+            raise ValueError(problem)
         return v
 
     @field_validator("size", mode="before")
@@ -151,6 +159,15 @@ class Config(_Strict):
     defaults: ImageFields = ImageFields()
     vars: dict[str, Any] = Field(default_factory=dict, description="template variables visible to every template")
     images: dict[str, Image] = Field(min_length=1)
+    atlases: dict[str, Atlas] = Field(default_factory=dict, description="images packed into pages (SPEC.md §8)")
+
+    @field_validator("atlases")
+    @classmethod
+    def _atlas_names(cls, v: dict[str, Atlas]) -> dict[str, Atlas]:
+        for name in v:
+            if not re.match(r"^[A-Za-z0-9_-]+$", name):
+                raise ValueError(f"atlas name {name!r}: use letters, digits, - and _")
+        return v
 
 
 @dataclass(frozen=True)
@@ -195,6 +212,12 @@ _ALLOWED_BY_MODEL = {
 
 
 def _known_fields(loc: tuple) -> list[str]:
+    if "post" in loc and len(loc) == loc.index("post") + 3 and loc[-1] in STEPS:
+        return list(STEPS[loc[-1]].model_fields)
+    if loc[-1:] == ("variants",):
+        return list(Variants.model_fields)
+    if len(loc) == 2 and loc[0] == "atlases":
+        return list(Atlas.model_fields)
     model = _ALLOWED_BY_MODEL.get(loc) or (Image if len(loc) == 2 and loc[0] == "images" else None)
     return list(model.model_fields) if model else []
 
@@ -205,6 +228,12 @@ def _message(err: dict) -> tuple[tuple, str, bool]:
     kind = err["type"]
     # pydantic adds the union member's name to the path ("list[any]", "FileAxis"); drop it.
     loc = tuple(p for p in loc if not (isinstance(p, str) and (p.startswith("list[") or p == "FileAxis")))
+    at = loc.index("post") if "post" in loc else -1
+    if kind == "extra_forbidden" and at >= 0 and len(loc) == at + 3 and isinstance(loc[at + 1], int):
+        name = str(loc[-1])
+        hint = difflib.get_close_matches(name, list(STEPS), n=1)
+        extra = f"; did you mean {hint[0]!r}?" if hint else f"; steps are {', '.join(STEPS)}"
+        return loc, f"unknown step {name!r}{extra}", True
     if kind == "extra_forbidden":
         name = str(loc[-1])
         hint = difflib.get_close_matches(name, _known_fields(loc[:-1]), n=1)

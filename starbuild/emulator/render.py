@@ -73,10 +73,20 @@ def _background(width: int, height: int, light, dark, base: bytes | None) -> Ima
     if base is not None:
         with Image.open(io.BytesIO(base)) as source:
             return ImageOps.fit(source.convert("RGB"), (width, height), Image.Resampling.BILINEAR)
-    # A 2x2 image stretched with bilinear filtering is a cheap diagonal gradient at any size.
-    seed = Image.new("RGB", (2, 2))
-    seed.putdata([light, _mix(light, dark, 0.5), _mix(light, dark, 0.5), dark])
-    return seed.resize((width, height), Image.Resampling.BILINEAR)
+    # A flat backdrop, like a product shot or an icon on a plain ground: chroma_key and trim in post
+    # steps then have real work to do on placeholders. The subject is a gradient disc in the middle.
+    image = Image.new("RGB", (width, height), light)
+    short = min(width, height)
+    if short >= 8:
+        r = short * 3 // 8
+        cx, cy = width // 2, height // 2
+        seed = Image.new("RGB", (2, 2))
+        seed.putdata([_mix(light, dark, 0.5), _mix(light, dark, 0.75), _mix(light, dark, 0.75), dark])
+        disc = seed.resize((2 * r, 2 * r), Image.Resampling.BILINEAR)
+        mask = Image.new("L", (2 * r, 2 * r), 0)
+        ImageDraw.Draw(mask).ellipse((0, 0, 2 * r - 1, 2 * r - 1), fill=255)
+        image.paste(disc, (cx - r, cy - r), mask)
+    return image
 
 
 def _mix(a, b, t: float) -> tuple[int, int, int]:
@@ -141,7 +151,8 @@ def _draw_card(image: Image.Image, prompt: str, footer: str, dark) -> None:
     _shade(image, box, dark)
     draw = ImageDraw.Draw(image)
     frame = max(2, short // 120)
-    draw.rectangle((0, 0, width - 1, height - 1), outline=(255, 255, 255, 255), width=frame)
+    if box[2] > box[0] and box[3] > box[1]:
+        draw.rectangle(box, outline=(255, 255, 255, 255), width=frame)
     y = top + gap
     for (text, font), step in zip(lines, heights):
         x = (width - font.getlength(text)) / 2

@@ -20,7 +20,7 @@ from starbuild.store.lockfile import LOCK_NAME, Lock, read_lock, write_lock
 from starbuild.engine.outcome import AssetResult, BuildReport, Outcome
 from starbuild.plan.planner import Plan, PlannedAsset, Status, make_plan
 from starbuild.engine.project_lock import project_lock
-from starbuild.engine.publishing import check_output, verified_sources
+from starbuild.engine.publishing import check_output, corrupt_assets
 from starbuild.models import learnable_credits
 from starbuild.plan.nogc import paused_gc
 from starbuild.store.objects import AssetDir, ObjectStore
@@ -100,7 +100,12 @@ def _have_files(store: ObjectStore, assets: AssetDir) -> Callable[[dict], bool]:
     stored = store.listing()  # one directory read per prefix instead of a stat per file
 
     def have(entry: dict) -> bool:
-        for f in entry.get("files") or []:
+        # A processed asset publishes its outputs, not its source: the folder's file of the source's
+        # path is another image, so only the delivered outputs there stand in for a missing source.
+        records = entry.get("files") or []
+        if "outputs" in entry and not all(f.get("sha256") in stored for f in records):
+            records = entry["outputs"] or records
+        for f in records:
             if not (f.get("sha256") in stored or (base is not None and (base / f.get("path", "")).is_file())):
                 return False
         return True
@@ -180,6 +185,7 @@ async def abuild(project: Project, options: BuildOptions | None = None, *, trans
         finally:
             if remote is not None:
                 await remote.close()  # pushes still under way finish here, after the publish
+        _export(project, assets, report)
         if remote is not None:
             report.notes += remote.report_lines()
             report.remote_failed = options.require_remote and remote.cache.failed
@@ -412,28 +418,67 @@ def next_lock(plan: Plan, lock: Lock, results: list[AssetResult]) -> dict[str, d
     return assets
 
 
+def _fail_processing(results: list[AssetResult], failures: dict[str, str]) -> None:
+    """An asset (or atlas) whose processing failed is a failed result, whatever its generation did."""
+    by_name = {r.name: r for r in results}
+    for name, reason in failures.items():
+        if name in by_name:
+            by_name[name].outcome, by_name[name].reason, by_name[name].error = Outcome.FAILED, reason, reason
+        else:
+            results.append(AssetResult(name, Outcome.FAILED, reason, error=reason))
+
+
 def publish(project: Project, lock: Lock, plan: Plan, results: list[AssetResult], store: ObjectStore,
             assets: AssetDir, notes: list[str] | None = None) -> int | None:
     """Write a new version and the lockfile when anything changed; the version number, or None."""
+    from starbuild.post.deliver import deliver_version
+
     new_assets = next_lock(plan, lock, results)
     current = assets.current()
-    if new_assets == lock.assets and (current == lock.asset_version or not new_assets):
+    if new_assets == lock.assets and not plan.post and (current == lock.asset_version or not new_assets):
         return None
     base = assets.version_path(current) if current else None
-    files, corrupt = verified_sources(new_assets, store, base)
+    corrupt = corrupt_assets(new_assets, store, base)
     for name in corrupt:  # never published: the next build makes it again
-        del new_assets[name]
         if notes is not None:
             notes.append(f"{name}: its stored image no longer matches its sha256 (edited or damaged on disk); "
                          "it is left out of this version and the next build makes it again")
+        if not (lock.assets.get(name) or {}).get("outputs"):
+            del new_assets[name]  # (with processed files, processing finds no source and keeps them)
+    delivery = deliver_version(project, plan, lock, new_assets, store, base)
+    _fail_processing(results, delivery.failures)
+    new_assets = delivery.entries
+    if delivery.processed and notes is not None:
+        notes.append(f"post: processed {delivery.processed} file(s), 0 credits")
+    if new_assets == lock.assets and delivery.atlases == lock.atlases and (
+            current == lock.asset_version or not new_assets):
+        return None
     number = max([lock.asset_version, *assets.versions()], default=0) + 1
     if new_assets == lock.assets and lock.asset_version and lock.asset_version not in assets.versions():
         number = lock.asset_version  # a fresh clone restored as locked: same version, same lockfile
     manifest = {"asset_version": number, "created": _now(), "assets": new_assets}
-    assets.publish(number, files, manifest)
-    write_lock(project.root / LOCK_NAME, Lock(asset_version=number, assets=new_assets))
+    if delivery.atlases:
+        manifest["atlases"] = delivery.atlases
+    images = delivery.images_file(number)
+    try:
+        assets.publish(number, delivery.files + [images], manifest)
+    finally:
+        images[1].unlink(missing_ok=True)
+    write_lock(project.root / LOCK_NAME, Lock(asset_version=number, assets=new_assets, atlases=delivery.atlases))
     assets.prune(project.config.output.keep)
     return number
+
+
+def _export(project: Project, assets: AssetDir, report: BuildReport) -> None:
+    """Mirror the current version into output.export (a plain folder for engines), if set."""
+    if not project.config.output.export:
+        return
+    from starbuild.store.export import export_current
+
+    exported = export_current(project.root, project.config.output.export, assets)
+    if exported and exported.skipped:
+        report.notes.append(f"export skipped {len(exported.skipped)} file(s) behind symlinks: "
+                            + ", ".join(exported.skipped[:5]))
 
 
 def _mark_published(journal, project: Project, report: BuildReport) -> None:

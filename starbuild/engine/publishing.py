@@ -21,7 +21,7 @@ from typing import Any
 
 from starbuild.config.project import Project
 from starbuild.errors import ConfigError
-from starbuild.store.objects import CURRENT, MANIFEST, AssetDir, ObjectStore, file_sha256
+from starbuild.store.objects import CURRENT, MANIFEST, AssetDir, ObjectStore, _read_pointer, file_sha256
 
 
 def check_output(project: Project, assets: AssetDir) -> None:
@@ -34,8 +34,8 @@ def check_output(project: Project, assets: AssetDir) -> None:
             raise ConfigError(project.issue(("output", "dir"), f"{raw!r}: {path.relative_to(project.root)} is a "
                                             "file, not a folder; move it away or choose another output.dir"))
     current = assets.root / CURRENT
-    if current.is_symlink() or not os.path.lexists(current):
-        return
+    if current.is_symlink() or not os.path.lexists(current) or _read_pointer(current) is not None:
+        return  # the symlink, or the pointer file used where symlinks cannot be made
     if current.is_dir() and _repair_copied_current(assets, current):
         return
     kind = "a folder" if current.is_dir() else "a file"
@@ -92,3 +92,18 @@ def _intact_source(f: dict, store: ObjectStore, base: Path | None) -> Path | Non
     if base is not None and (base / f["path"]).is_file() and file_sha256(base / f["path"]) == sha:
         return base / f["path"]
     return None
+
+
+def corrupt_assets(new_assets: dict[str, dict[str, Any]], store: ObjectStore, base: Path | None) -> list[str]:
+    """The assets whose stored image no longer hashes to its name, with no intact copy in the
+    current version either. The bad object is removed on the way (a miss, never published). An
+    object that is simply missing is not corruption: the publish step reuses what it can."""
+    bad = []
+    for name, entry in new_assets.items():
+        for f in entry.get("files") or []:
+            sha = f.get("sha256", "")
+            if store.has(sha) and _intact_source(f, store, base) is None:
+                bad.append(name)
+                break
+    return bad
+

@@ -13,6 +13,7 @@ from starbuild.store.lockfile import Lock
 from starbuild.models import estimate_credits, learnable_credits, price_kind
 from starbuild.config.resolve import resolve_specs
 from starbuild.plan.spec import GenerationSpec, InputRef
+from starbuild.post.plan import post_changes
 
 
 class Status(str, enum.Enum):
@@ -64,6 +65,7 @@ class Plan:
     assets: list[PlannedAsset]
     placeholder: bool = False
     selected: set[str] | None = None  # names a build runs; None means all
+    post: Any = None  # PostChanges: processing to redo at 0 credits (SPEC.md §8)
     by_name: dict[str, PlannedAsset] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -90,6 +92,8 @@ class Plan:
                    "credits": self.credits, **self.counts(),
                    "from_cache": sum(1 for a in shown if a.stale and a.from_cache),
                    "placeholders": sum(1 for a in shown if a.replaces_placeholder)}
+        if self.post:
+            summary["post"] = self.post.to_json()
         return {"assets": [a.to_json() for a in shown], "summary": summary}
 
 
@@ -194,6 +198,7 @@ def make_plan(project: Project, lock: Lock, *, placeholder: bool = False, force:
     if cached is not None:
         _mark_cached(assets, lock, cached)
     plan = Plan(assets, placeholder=placeholder)
+    plan.post = post_changes(project, plan, lock)
     if select:
         plan.selected = _select(plan, list(select))
     return plan

@@ -20,7 +20,8 @@ def list_assets(project: Project) -> dict[str, Any]:
         out.append({"name": name, "spec_hash": entry.get("spec_hash"), "model": (entry.get("request") or {}).get("model"),
                     "task_id": entry.get("task_id"), "created": entry.get("created"),
                     "placeholder": bool(entry.get("placeholder")), "credits": entry.get("credits"),
-                    "files": entry.get("files") or []})
+                    "files": entry.get("files") or [],
+                    **({"outputs": entry["outputs"]} if "outputs" in entry else {})})
     return {"asset_version": lock.asset_version, "assets": out}
 
 
@@ -51,7 +52,17 @@ def rollback(project: Project, version: int) -> None:
     with project_lock(project.root, cache_dir(project)):
         check_output(project, assets)  # a `current` copied into a real folder is repaired or refused
         assets.set_current(version)
-        write_lock(project.root / LOCK_NAME, Lock(asset_version=version, assets=manifest["assets"]))
+        write_lock(project.root / LOCK_NAME, Lock(asset_version=version, assets=manifest["assets"],
+                                                  atlases=manifest.get("atlases") or {}))
+        if project.config.output.export:  # the engine's copy follows current
+            from starbuild.store.export import export_current
+
+            export_current(project.root, project.config.output.export, assets)
+
+
+def _shas(entry: dict) -> set[str]:
+    """Every object an entry needs: its generated files and the processed outputs published from them."""
+    return {f["sha256"] for key in ("files", "outputs") for f in entry.get(key) or [] if isinstance(f, dict)}
 
 
 @dataclass
@@ -114,15 +125,19 @@ def collect_garbage(project: Project, *, dry_run: bool = False) -> Garbage:
                     store.remove(sha)
         if not dry_run:
             store.clean_temp()
+            from starbuild.store.derived import DerivedIndex
+
+            DerivedIndex(cache, store).prune()
     return garbage
 
 
 def _referenced(project: Project, assets) -> set[str]:
     keep: set[str] = set()
     lock = read_lock(project.root / LOCK_NAME)
-    for entry in lock.assets.values():
-        keep.update(f["sha256"] for f in entry.get("files") or [])
+    for entry in [*lock.assets.values(), *lock.atlases.values()]:
+        keep.update(_shas(entry))
     for v in assets.versions():
-        for entry in (assets.manifest(v).get("assets") or {}).values():
-            keep.update(f["sha256"] for f in entry.get("files") or [])
+        manifest = assets.manifest(v)
+        for entry in [*(manifest.get("assets") or {}).values(), *(manifest.get("atlases") or {}).values()]:
+            keep.update(_shas(entry))
     return keep

@@ -23,10 +23,14 @@ class Lock:
 
     asset_version: int = 0
     assets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    atlases: dict[str, dict[str, Any]] = field(default_factory=dict)  # published atlas files (SPEC.md §8)
 
     def to_json(self) -> dict[str, Any]:
-        return {"lockfile_version": LOCKFILE_VERSION, "asset_version": self.asset_version,
-                "assets": self.assets}
+        out = {"lockfile_version": LOCKFILE_VERSION, "asset_version": self.asset_version,
+               "assets": self.assets}
+        if self.atlases:
+            out["atlases"] = self.atlases
+        return out
 
 
 def read_lock(path: Path) -> Lock:
@@ -53,7 +57,9 @@ def read_lock(path: Path) -> Lock:
                                 f"{version!r} is not a lockfile version this starbuild reads "
                                 f"({LOCKFILE_VERSION}); upgrade starbuild"))
     check_assets(data, text, path.name, hint)
-    return Lock(asset_version=data.get("asset_version") or 0, assets=dict(data.get("assets", {})))
+    atlases = data.get("atlases") if isinstance(data.get("atlases"), dict) else {}
+    return Lock(asset_version=data.get("asset_version") or 0, assets=dict(data.get("assets", {})),
+                atlases={k: v for k, v in atlases.items() if isinstance(v, dict)})
 
 
 def current_umask() -> int:

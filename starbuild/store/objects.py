@@ -21,6 +21,7 @@ from starbuild.store.lockfile import atomic_write, dump_json
 VERSION_RE = re.compile(r"^v(\d{4,})$")
 CURRENT = "current"
 MANIFEST = "manifest.json"
+POINTER_PREFIX = "starbuild-current: "
 
 
 class ObjectStore:
@@ -127,13 +128,21 @@ class AssetDir:
         return self.root / f"v{n:04d}"
 
     def current(self) -> int | None:
+        """The current version: the target of the ``current`` symlink, or of a pointer file."""
         link = self.root / CURRENT
         try:
             target = os.readlink(link)
         except OSError:
-            return None
+            target = _read_pointer(link)
+            if target is None:
+                return None
         m = VERSION_RE.match(Path(target).name)
         return int(m.group(1)) if m else None
+
+    def current_path(self) -> Path | None:
+        """The current version's folder, whether ``current`` is a symlink or a pointer file."""
+        number = self.current()
+        return self.version_path(number) if number is not None else None
 
     def manifest(self, n: int) -> dict[str, Any]:
         """A version's manifest ({} when it has none); a malformed one is a located ConfigError."""
@@ -184,7 +193,7 @@ class AssetDir:
     def check_current(self) -> None:
         """Refuse a ``current`` that is not the symlink starbuild keeps (a copy that followed links)."""
         link = self.root / CURRENT
-        if (link.exists() or link.is_symlink()) and not link.is_symlink():
+        if (link.exists() or link.is_symlink()) and not link.is_symlink() and _read_pointer(link) is None:
             raise StoreError(f"{link} is a real folder or file, not the `current` symlink starbuild keeps "
                              "(was the asset folder copied without its symlinks?); remove it and build again")
 
@@ -193,7 +202,12 @@ class AssetDir:
         link = self.root / CURRENT
         tmp = self.root / f".{CURRENT}.tmp-{os.getpid()}"
         tmp.unlink(missing_ok=True)
-        os.symlink(f"v{number:04d}", tmp)
+        try:
+            os.symlink(f"v{number:04d}", tmp)
+        except (OSError, NotImplementedError):
+            # No symlinks here (Windows without developer mode, some network shares): a small text
+            # file naming the version, which current() and every command read the same way.
+            atomic_write(tmp, f"{POINTER_PREFIX}v{number:04d}\n".encode())
         os.replace(tmp, link)
 
     def clean_partial(self) -> None:
@@ -215,6 +229,17 @@ class AssetDir:
         for v in doomed:
             shutil.rmtree(self.version_path(v), ignore_errors=True)
         return doomed
+
+
+def _read_pointer(path: Path) -> str | None:
+    """The version a ``current`` pointer file names, or None."""
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > 256:
+            return None
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text[len(POINTER_PREFIX):] if text.startswith(POINTER_PREFIX) else None
 
 
 def _link_or_copy(src: Path, dest: Path) -> None:

@@ -149,7 +149,7 @@ class Gallery:
         names = sorted(set(lock.assets) | self.state.building | set(self.state.failed))
         for name in names:
             entry = lock.assets.get(name, {})
-            files = entry.get("files") or []
+            files = entry.get("outputs") or entry.get("files") or []  # the delivered file when processed
             img = ""
             if files and version:
                 src = f"/thumb/{version}/{quote(files[0]['path'])}"
@@ -182,13 +182,15 @@ class Gallery:
         distinct: list[tuple[int, dict]] = []
         for v, manifest in manifests.items():
             entry = (manifest.get("assets") or {}).get(name)
-            if entry and (not distinct or distinct[-1][1].get("files") != entry.get("files")):
+            if entry and (not distinct or (distinct[-1][1].get("files"), distinct[-1][1].get("outputs")) !=
+                          (entry.get("files"), entry.get("outputs"))):
                 distinct.append((v, entry))
         cards = []
         for v, entry in reversed(distinct):
-            files = entry.get("files") or []
+            files = [f for f in entry.get("outputs") or entry.get("files") or [] if f.get("role") != "variant"]
             imgs = "".join(f"<a href='/file/{v}/{quote(f['path'])}'><img loading=lazy "
                            f"src='/thumb/{v}/{quote(f['path'])}' alt='{_e(f['path'])}'></a>" for f in files)
+            imgs += _deliverables(v, entry)
             mark = " (current)" if v == distinct[-1][0] and current and current >= v else ""
             prompt = (entry.get("request") or {}).get("prompt", "")
             cards.append(f"<div class=card data-version='{v}'>{imgs}<div class=meta>"
@@ -199,6 +201,19 @@ class Gallery:
         header = f"<span>{_e(name)} · {len(cards)} version(s)</span>"
         return _page(f"{name} · starbuild", f"<div class=versions>{''.join(cards)}</div>", self.state.generation,
                      header)
+
+    def source_path(self, sha: str) -> Path | None:
+        """A generated source image from the object store, when the lockfile names it."""
+        from starbuild.store.objects import ObjectStore
+
+        project, _, cache = self._dirs()
+        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            return None
+        lock = read_lock(project.root / LOCK_NAME)
+        if not any(f.get("sha256") == sha for e in lock.assets.values() for f in e.get("files") or []):
+            return None
+        path = ObjectStore(cache).path(sha)
+        return path if path.is_file() else None
 
     def file_path(self, version: int, rel: str) -> Path | None:
         """A file of a version, refusing paths that leave the version folder."""
@@ -230,6 +245,17 @@ class Gallery:
         return out
 
 
+def _deliverables(version: int, entry: dict) -> str:
+    """Below a processed asset's delivered file: its generated source and its variants, as links."""
+    if "outputs" not in entry:
+        return ""
+    links = [f"<a href='/source/{_e(f['sha256'])}'>source {f.get('width')}x{f.get('height')}</a>"
+             for f in entry.get("files") or []]
+    links += [f"<a href='/file/{version}/{quote(f['path'])}'>{_e(f['path'])} ({f.get('width')}w)</a>"
+              for f in entry.get("outputs") or [] if f.get("role") == "variant"]
+    return f"<div class=meta>{' · '.join(links)}</div>"
+
+
 def create_app(state: GalleryState, cache: Path | None = None):
     """The gallery's ASGI app."""
     from starlette.applications import Starlette
@@ -249,6 +275,10 @@ def create_app(state: GalleryState, cache: Path | None = None):
         path = gallery.file_path(request.path_params["version"], request.path_params["path"])
         return FileResponse(path) if path else PlainTextResponse("not found", status_code=404)
 
+    async def source(request):
+        path = gallery.source_path(request.path_params["sha"])
+        return FileResponse(path, media_type="image/png") if path else PlainTextResponse("not found", status_code=404)
+
     async def thumb(request):
         from starlette.concurrency import run_in_threadpool
 
@@ -264,6 +294,7 @@ def create_app(state: GalleryState, cache: Path | None = None):
     return LoopbackOnly(Starlette(routes=[
         Route("/", index), Route("/asset/{name:path}", asset), Route("/file/{version:int}/{path:path}", file),
         Route("/thumb/{version:int}/{path:path}", thumb), Route("/api/state", api_state),
+        Route("/source/{sha}", source),
     ]))
 
 

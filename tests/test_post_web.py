@@ -1,0 +1,75 @@
+"""Deliverables for a website: the website example built offline, its AVIF/WebP variants and images.json."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+
+from PIL import Image
+
+from conftest import REPO
+
+from starbuild.post.encode import read_provenance
+
+
+def _build_example(project):
+    shutil.copytree(REPO / "examples" / "website", project.root)
+    cfg = project.root / "starbuild.yaml"
+    # The rate limit only paces submissions; this test is about what is delivered.
+    cfg.write_text(re.sub(r"\n  rate_limit: .*", "", cfg.read_text()))
+    res = project.run("build", "--offline")
+    assert res.exit_code == 0, res.stderr + res.stdout
+    return project.root / "assets" / "current"
+
+
+def test_website_example_delivers_variants_and_images_json(project):
+    cur = _build_example(project)
+    manifest = json.loads((cur / "images.json").read_text())
+    images = manifest["images"]
+    assert set(images) == {"hero/desktop", "hero/tablet", "hero/mobile", "og-card",
+                           "products/tent-2p", "products/pack-45", "products/boot-m", "products/stove-mini"}
+    desktop = images["hero/desktop"]
+    assert desktop["src"] == "hero/desktop.webp" and desktop["type"] == "image/webp"
+    hero = Image.open(cur / "hero" / "desktop.webp")
+    assert hero.format == "WEBP" and hero.size == (desktop["width"], desktop["height"])
+    assert desktop["srcset"] == {
+        "avif": "hero/desktop-640.avif 640w, hero/desktop-1280.avif 1280w, hero/desktop-1920.avif 1920w",
+        "webp": "hero/desktop-640.webp 640w, hero/desktop-1280.webp 1280w, hero/desktop-1920.webp 1920w"}
+    for fmt, entries in desktop["srcset"].items():
+        for item in entries.split(", "):
+            path, width = item.split(" ")
+            img = Image.open(cur / path)
+            assert img.format == fmt.upper() and f"{img.width}w" == width
+            assert abs(img.height - round(hero.height * img.width / hero.width)) <= 1   # aspect kept
+            assert read_provenance(cur / path) == {}                                    # variants strip metadata
+    assert read_provenance(cur / "hero" / "desktop.webp")["model"] == "gpt-image-2"      # XMP in the WebP
+    # never upscaled: the mobile hero is 1K tall and narrow, so only the widths it has are made
+    mobile = images["hero/mobile"]
+    widths = [int(w.split(" ")[1][:-1]) for w in mobile["srcset"]["avif"].split(", ")]
+    assert widths and all(w <= mobile["width"] for w in widths) and 1920 not in widths
+    assert not (cur / "hero" / "mobile-1920.avif").exists()
+    for name, row in images.items():
+        assert row["sha256"] == _sha(cur / row["src"])
+        head, data = row["placeholder"].split(",", 1)
+        assert head == "data:image/webp;base64" and len(data) < 600
+        tiny = Image.open(io.BytesIO(base64.b64decode(data)))
+        assert tiny.width == 16 and abs(tiny.height - round(16 * row["height"] / row["width"])) <= 1
+    product = Image.open(cur / images["products/boot-m"]["src"])
+    assert images["products/boot-m"]["src"] == "products/boot-m.jpg" and product.format == "JPEG"
+    assert product.size == (800, 800) and product.mode == "RGB"
+    og = Image.open(cur / "og-card.jpg")
+    assert og.size == (1200, 630) and images["og-card"]["srcset"] == {}
+    lock = project.lock()
+    entry = lock["assets"]["hero/desktop"]
+    assert entry["files"][0]["path"] == "hero/desktop.png"          # the generated source, kept in the lock
+    assert not (cur / "hero" / "desktop.png").exists()              # ... and in the store, not the version
+    assert sorted(o["path"] for o in entry["outputs"])[0] == "hero/desktop-1280.avif"
+
+
+def _sha(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
