@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from starbuild.config.cache import Cache, RemoteConfig
 from starbuild.errors import ConfigError, Issue
 from starbuild.models import MAX_INPUTS
 from starbuild.config.urls import api_url_problem
@@ -154,6 +155,7 @@ class Config(_Strict):
     provider: Provider = Provider()
     output: Output = Output()
     watch: Watch = Watch()
+    cache: Cache = Cache()
     defaults: ImageFields = ImageFields()
     vars: dict[str, Any] = Field(default_factory=dict, description="template variables visible to every template")
     images: dict[str, Image] = Field(min_length=1)
@@ -205,6 +207,7 @@ def _dotted(path: tuple) -> str:
 
 _ALLOWED_BY_MODEL = {
     (): Config, ("provider",): Provider, ("output",): Output, ("watch",): Watch, ("defaults",): ImageFields,
+    ("cache",): Cache, ("cache", "remote"): RemoteConfig,
 }
 
 
