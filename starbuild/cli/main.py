@@ -191,7 +191,8 @@ class LazyGroup(click.Group):
             "spend": ("starbuild.cli.spend", "spend_command",
                       "What paid builds cost, from the credits ledger."),
             "check-api": ("starbuild.cli.check_api", "check_api_command",
-                          "Check a server against the API's documented behaviour.")}
+                          "Check a server against the API's documented behaviour."),
+            "cache": ("starbuild.cli.cache", "cache_group", "The shared remote cache: push, pull, status.")}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])
@@ -320,10 +321,11 @@ def plan(ctx: Context, names, as_json: bool, fmt: str | None, offline: bool) -> 
 @click.option("--retry-unknown", is_flag=True,
               help="Submit again an asset whose earlier submission's outcome is unknown (may cost twice).")
 @click.option("--wait", is_flag=True, help="Wait for another running build instead of exiting with 3.")
+@click.option("--require-remote", is_flag=True, help="Make remote cache errors fatal instead of skipping the remote.")
 @pass_ctx
 @run_safely
 def build(ctx: Context, names, offline, dry_run, max_credits, concurrency, frozen, as_json, force,
-          keep_going, retry_failed, retry_unknown, wait) -> None:
+          keep_going, retry_failed, retry_unknown, wait, require_remote) -> None:
     """Build what is new or changed (all, or the named assets and what they depend on)."""
     from starbuild.engine.build import BuildOptions, build as run_build, plan_project
     from starbuild.cli.report import dump_json, render_plan
@@ -336,7 +338,8 @@ def build(ctx: Context, names, offline, dry_run, max_credits, concurrency, froze
         return
     options = BuildOptions(offline=offline, frozen=frozen, force=tuple(force), select=tuple(names),
                            max_credits=max_credits, concurrency=concurrency, retry_failed=retry_failed,
-                           retry_unknown=retry_unknown, fail_fast=not keep_going, wait=wait, specs=ctx.specs)
+                           retry_unknown=retry_unknown, fail_fast=not keep_going, wait=wait, specs=ctx.specs,
+                           require_remote=require_remote)
     started = time.time()
     try:
         with _progress(ctx, as_json) as progress:

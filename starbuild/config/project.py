@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from starbuild.config.cache import Cache, RemoteConfig
 from starbuild.errors import ConfigError, Issue
 from starbuild.models import MAX_INPUTS
 from starbuild.config.urls import api_url_problem
@@ -163,6 +164,7 @@ class Config(_Strict):
     output: Output = Output()
     watch: Watch = Watch()
     cost: Cost = Cost()
+    cache: Cache = Cache()
     defaults: ImageFields = ImageFields()
     vars: dict[str, Any] = Field(default_factory=dict, description="template variables visible to every template")
     images: dict[str, Image] = Field(min_length=1)
@@ -215,6 +217,7 @@ def _dotted(path: tuple) -> str:
 _ALLOWED_BY_MODEL = {
     (): Config, ("provider",): Provider, ("output",): Output, ("watch",): Watch, ("defaults",): ImageFields,
     ("cost",): Cost,
+    ("cache",): Cache, ("cache", "remote"): RemoteConfig,
 }
 
 

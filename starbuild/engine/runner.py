@@ -246,6 +246,7 @@ class Runner:
     prices: PriceBook = field(default_factory=PriceBook)
     refusal: str | None = None  # why the API will take nothing more (a refused key, no credits)
     halted: str | None = None  # why nothing more may be submitted (the journal cannot be written)
+    remote: Any = None  # the build's remote cache (engine/remote.py): pull before paying, push once stored
 
     def __post_init__(self) -> None:
         self.limit = AdaptiveLimit(self.options.concurrency)
@@ -258,9 +259,12 @@ class Runner:
         self._by_hash: dict[str, asyncio.Future] = {}  # one protocol per spec_hash per build
         self.tracker = Tracker(self.options.poll_base, self.options.poll_cap, self.options.callbacks)
 
-    async def run(self, assets: list[PlannedAsset]) -> list[AssetResult]:
-        """Every asset's result, in the order given."""
+    async def run(self, assets: list[PlannedAsset], ready: list[AssetResult] = ()) -> list[AssetResult]:
+        """Every asset's result, in the order given; ``ready`` results (pulled) serve as @asset inputs."""
         done: dict[str, asyncio.Future] = {a.name: asyncio.get_running_loop().create_future() for a in assets}
+        for r in ready:
+            done[r.name] = asyncio.get_running_loop().create_future()
+            done[r.name].set_result(r)
         tasks = [asyncio.create_task(self._guarded(a, done)) for a in assets]
         return list(await asyncio.gather(*tasks))
 
@@ -372,6 +376,10 @@ class Runner:
         elif rec and rec.get("state") == SUBMITTING and not (self.options.placeholder or self.options.retry_unknown):
             raise UnknownOutcomeError("an earlier run was stopped while submitting this asset, so it may have "
                                       "been accepted and billed; rerun with --retry-unknown to submit it again")
+        if self.remote is not None:
+            pulled = await self.remote.before_paying(asset, h, spec.dims, common)
+            if pulled is not None:
+                return pulled
         return await self._submit_cycle(asset, spec, h, request, common)
 
     async def _submit_cycle(self, asset: PlannedAsset, spec: GenerationSpec, h: str, request: dict,
@@ -574,11 +582,14 @@ class Runner:
             files.append(await self._download(url, dims))
             self.links[files[-1]["sha256"]] = url
         files = named_files(name, files)
+        record = {"name": name, "request": request, "task_id": task_id, "credits": credits,
+                  "files": files, "placeholder": self.options.placeholder}
         try:
-            self.journal.stored(h, {"name": name, "request": request, "task_id": task_id, "credits": credits,
-                                    "files": files, "placeholder": self.options.placeholder})
+            self.journal.stored(h, record)
         except StoreError as exc:  # the image is in the object store; it is published all the same
             log.warning("%s: %s", name, exc)
+        if self.remote is not None:
+            self.remote.stored(h, record)
         return files
 
     async def _wait_for(self, task_id: str, first_wait: float | None) -> Task:

@@ -204,6 +204,13 @@ def make_plan(project: Project, lock: Lock, *, placeholder: bool = False, force:
     return plan
 
 
+def mark_in_remote(plan: Plan, names: set[str]) -> None:
+    """Stale assets the shared remote cache holds: a build pulls them for 0 credits."""
+    for a in plan.assets:
+        if a.name in names and a.stale:
+            a.reason, a.credits, a.from_cache = "in the remote cache", 0.0, True
+
+
 def _mark_cached(assets: list[PlannedAsset], lock: Lock, cached: Callable[[str], str | None]) -> None:
     """Stale assets whose image the cache already holds cost nothing; say so, and name a rename."""
     removed = {a.spec_hash: a for a in assets if a.status == Status.REMOVED and a.spec_hash}

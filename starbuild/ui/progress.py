@@ -11,7 +11,7 @@ from starbuild.engine.outcome import BuildReport
 from starbuild.text import printable
 from starbuild.ui.words import credits_text
 
-_LINE_EVENTS = {"submitted", "resume", "retry", "built", "cached", "resumed", "failed", "skipped"}
+_LINE_EVENTS = {"submitted", "resume", "retry", "built", "cached", "pulled", "waiting", "resumed", "failed", "skipped"}
 
 
 class PlainProgress:
@@ -40,6 +40,10 @@ class PlainProgress:
             detail = f" ({credits_text(info['credits'])} reserved)"
         elif kind == "resume":
             detail = f" (task {info.get('task_id')})"
+        elif kind == "waiting":
+            detail = f" (for {info.get('holder')}'s image, up to {info.get('seconds', 0):g} s)"
+        elif kind == "pulled":
+            detail = " (from the remote cache)"
         self.out.write(printable(f"{kind:<9} {name}{detail}") + "\n")  # task ids and errors come from a server
         self.out.flush()
 
@@ -82,11 +86,13 @@ class LiveProgress:
     def _render(self):
         from rich.text import Text
 
-        finished = sum(self.counts[k] for k in ("built", "cached", "resumed", "failed", "skipped"))
+        finished = sum(self.counts[k] for k in ("built", "cached", "pulled", "resumed", "failed", "skipped"))
         elapsed = time.monotonic() - self.start
         eta = (elapsed / finished * (self.total - finished)) if finished else None
         parts = [f"{finished}/{self.total} done", f"{self.counts['submitted']} submitted",
                  f"{self.counts['built']} built", f"{self.counts['resumed']} resumed",
+                 *([f"{self.counts['pulled']} pulled"] if self.counts["pulled"] else []),
+                 *([f"{self.counts['waiting']} waiting"] if self.counts["waiting"] else []),
                  f"{self.counts['failed']} failed",
                  "placeholders (free)" if self.offline else f"{credits_text(self.credits)} reserved",
                  f"{elapsed:.0f}s elapsed"]
@@ -116,7 +122,8 @@ def render_summary(report: BuildReport, out: TextIO | None = None) -> None:
     version = f"; published v{s['version']:04d}" if s["version"] else "; no new version"
     adopted = f"; kept {report.adopted} paid image(s) of an earlier run" if report.adopted else ""
     cost = "placeholders (free)" if report.offline else f"{credits_text(s['credits'])} reserved"
-    out.write(f"{s['built']} built, {s['resumed']} resumed, {s['cached']} cached, {s['failed']} failed, "
+    pulled = f"{s['pulled']} pulled, " if s["pulled"] else ""
+    out.write(f"{s['built']} built, {s['resumed']} resumed, {s['cached']} cached, {pulled}{s['failed']} failed, "
               f"{s['skipped']} skipped, {s['removed']} removed; {cost}{version}{adopted}\n")
 
 
