@@ -19,7 +19,8 @@
     │   ├── BadRequestError        400
     │   └── NotFoundError          404 (task or result link expired or unknown)
     ├── VerifyError                a downloaded result is not the image that was planned
-    └── StoreError                 the asset directory or object store cannot be written
+    ├── StoreError                 the asset directory or object store cannot be written
+    └── RemoteCacheError           the shared remote cache failed (fatal only with --require-remote)
 """
 
 from __future__ import annotations
@@ -160,3 +161,7 @@ class VerifyError(StarbuildError):
 
 class StoreError(StarbuildError):
     """The object store or asset directory could not be written."""
+
+
+class RemoteCacheError(StarbuildError):
+    """The shared remote cache could not be read or written."""

@@ -152,6 +152,15 @@ def _shape(argv: list[str]) -> tuple[str, str | None, str | None] | None:
     return (command, directory, file) if command else None
 
 
+def _uses_remote(config: str) -> bool:
+    """Whether a config may name a remote cache (a plain look at its text: a false alarm only costs speed)."""
+    try:
+        with open(config, "rb") as fh:
+            return b"remote" in fh.read()
+    except OSError:
+        return False
+
+
 class PlanCache:
     """The cached answer of one command line in one project."""
 
@@ -168,7 +177,9 @@ class PlanCache:
         ttys = tuple(s.isatty() for s in (sys.stdin, sys.stdout, sys.stderr))
         key = repr((FORMAT, argv, os.getcwd(), [os.environ.get(k) for k in _ENV], ttys, sys.version))
         self.path = os.path.join(self.cache, "plan-cache", hashlib.sha256(key.encode()).hexdigest()[:32])
-        self.usable = not any(ttys[1:])  # tables and live progress on a terminal are not replayed
+        # Tables and live progress on a terminal are not replayed, nor the answers of a project with
+        # a shared remote cache: they depend on what teammates pushed since (SPEC.md §7).
+        self.usable = not any(ttys[1:]) and not _uses_remote(config)
 
     def load(self) -> dict | None:
         import marshal

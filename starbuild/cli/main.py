@@ -192,8 +192,11 @@ class LazyGroup(click.Group):
             "reroll": ("starbuild.cli.review", "reroll", "Make one more candidate of the named assets."),
             "accept": ("starbuild.cli.review", "accept", "Keep the current image of a changed asset."),
             "promote": ("starbuild.cli.review", "promote", "Rebuild the picked image at a higher tier."),
+            "spend": ("starbuild.cli.spend", "spend_command",
+                      "What paid builds cost, from the credits ledger."),
             "check-api": ("starbuild.cli.check_api", "check_api_command",
-                          "Check a server against the API's documented behaviour.")}
+                          "Check a server against the API's documented behaviour."),
+            "cache": ("starbuild.cli.cache", "cache_group", "The shared remote cache: push, pull, status.")}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])
@@ -287,23 +290,24 @@ def validate(ctx: Context) -> None:
 
 @main.command()
 @click.argument("names", nargs=-1, metavar="[NAME_OR_GLOB]...")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout (= --format json).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]),
+              help="text (default), json, or markdown: a pull-request comment with the cost review.")
 @click.option("--offline", is_flag=True, help="Plan as an --offline build would (placeholders).")
 @click.option("--tier", metavar="NAME", help="Plan every image at this tier (a name under tiers:).")
 @pass_ctx
 @run_safely
-def plan(ctx: Context, names, as_json: bool, offline: bool, tier: str | None) -> None:
+def plan(ctx: Context, names, as_json: bool, fmt: str | None, offline: bool, tier: str | None) -> None:
     """List every asset (or the named ones) as new / changed / unchanged / removed, why, and the credits."""
     from starbuild.engine.build import plan_project
-    from starbuild.cli.report import dump_json, render_plan
+    from starbuild.cli.spend import show_plan
 
+    if as_json and fmt not in (None, "json"):
+        raise click.UsageError(f"--json and --format {fmt} disagree; give one of them")
     project = ctx.load(tier)
     the_plan = plan_project(project, placeholder=offline, specs=ctx.specs, select=names)
     _plan_cache_note(project, ctx.specs, True)
-    if as_json:
-        dump_json(the_plan.to_json())
-    else:
-        render_plan(the_plan)
+    show_plan(ctx, project, the_plan, "json" if as_json else fmt or "text", offline)
 
 
 @main.command()
@@ -323,10 +327,11 @@ def plan(ctx: Context, names, as_json: bool, offline: bool, tier: str | None) ->
               help="Submit again an asset whose earlier submission's outcome is unknown (may cost twice).")
 @click.option("--wait", is_flag=True, help="Wait for another running build instead of exiting with 3.")
 @click.option("--tier", metavar="NAME", help="Build every image at this tier (a name under tiers:), e.g. draft.")
+@click.option("--require-remote", is_flag=True, help="Make remote cache errors fatal instead of skipping the remote.")
 @pass_ctx
 @run_safely
 def build(ctx: Context, names, offline, dry_run, max_credits, concurrency, frozen, as_json, force,
-          keep_going, retry_failed, retry_unknown, wait, tier) -> None:
+          keep_going, retry_failed, retry_unknown, wait, tier, require_remote) -> None:
     """Build what is new or changed (all, or the named assets and what they depend on)."""
     from starbuild.engine.build import BuildOptions, build as run_build, plan_project
     from starbuild.cli.report import dump_json, render_plan
@@ -340,7 +345,7 @@ def build(ctx: Context, names, offline, dry_run, max_credits, concurrency, froze
     options = BuildOptions(offline=offline, frozen=frozen, force=tuple(force), select=tuple(names),
                            max_credits=max_credits, concurrency=concurrency, retry_failed=retry_failed,
                            retry_unknown=retry_unknown, fail_fast=not keep_going, wait=wait, specs=ctx.specs,
-                           tier=tier)
+                           tier=tier, require_remote=require_remote)
     finish_build(ctx, project, as_json, lambda emit: run_build(project, options, emit=emit))
 
 

@@ -19,7 +19,7 @@ def _console(out: TextIO | None = None):
 
 
 _STATUS_STYLE = {"new": "green", "changed": "yellow", "unchanged": "dim", "removed": "red",
-                 "built": "green", "cached": "dim", "resumed": "cyan", "failed": "bold red",
+                 "built": "green", "cached": "dim", "pulled": "cyan", "resumed": "cyan", "failed": "bold red",
                  "skipped": "dim"}
 
 

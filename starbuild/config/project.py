@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from starbuild.config.cache import Cache, RemoteConfig
 from starbuild.errors import ConfigError, Issue
 from starbuild.models import MAX_INPUTS
 from starbuild.config.urls import api_url_problem
@@ -96,6 +97,14 @@ class Watch(_Strict):
                                    description="ask before one rebuild reserves more credits than this")
 
 
+class Cost(_Strict):
+    """Cost review of changes (``starbuild plan --format markdown``)."""
+
+    max_credits_per_pr: float | None = Field(
+        None, ge=0, allow_inf_nan=False,
+        description="refuse (exit 3) a plan whose images would reserve more credits than this")
+
+
 class FileAxis(_Strict):
     """A matrix axis read from a CSV (rows as mappings), JSON or YAML file."""
 
@@ -157,6 +166,8 @@ class Config(_Strict):
     provider: Provider = Provider()
     output: Output = Output()
     watch: Watch = Watch()
+    cost: Cost = Cost()
+    cache: Cache = Cache()
     defaults: ImageFields = ImageFields()
     tiers: dict[str, ImageFields] = Field(default_factory=dict,
                                           description="named sets of image fields, e.g. draft: {quality: low}")
@@ -210,6 +221,8 @@ def _dotted(path: tuple) -> str:
 
 _ALLOWED_BY_MODEL = {
     (): Config, ("provider",): Provider, ("output",): Output, ("watch",): Watch, ("defaults",): ImageFields,
+    ("cost",): Cost,
+    ("cache",): Cache, ("cache", "remote"): RemoteConfig,
 }
 
 

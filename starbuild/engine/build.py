@@ -54,6 +54,8 @@ class BuildOptions:
     review: Any = None  # a review.jobs.ReviewRequest: reroll or promote instead of a plain build
     retry: Any = None  # a RetryPolicy for the client; None for the default
     uploads: Any = None  # an UploadCache to share across builds (watch); None for a new one
+    require_remote: bool = False  # remote cache errors are fatal instead of skipped
+    pull_only: bool = False  # `cache pull`: restore lock-pinned images from the remote, never pay
 
 
 def cache_dir(project: Project, env: dict[str, str] | None = None) -> Path:
@@ -74,8 +76,8 @@ def asset_dir(project: Project) -> AssetDir:
 
 
 def plan_project(project: Project, *, placeholder: bool = False, force=(), select=(), env=None,
-                 specs=None, tier: str | None = None) -> Plan:
-    """The plan for a project against its own lockfile and what is on disk."""
+                 specs=None, tier: str | None = None, remote: bool = True) -> Plan:
+    """The plan for a project against its own lockfile, what is on disk, and the remote cache if any."""
     from starbuild.engine.known import cached_specs
 
     if specs is None and tier is not None:
@@ -88,8 +90,14 @@ def plan_project(project: Project, *, placeholder: bool = False, force=(), selec
         store = ObjectStore(cache)
         have = _have_files(store, asset_dir(project))
         with cached_specs(cache, store) as cached:
-            return make_plan(project, lock, placeholder=placeholder, force=force, select=select, have=have,
+            plan = make_plan(project, lock, placeholder=placeholder, force=force, select=select, have=have,
                              specs=specs, cached=cached)
+    if project.config.cache.remote is not None and remote and not placeholder:
+        from starbuild.engine.remote_ops import remote_hits
+        from starbuild.plan.planner import mark_in_remote
+
+        mark_in_remote(plan, remote_hits(project, plan, env))
+    return plan
 
 
 def _have_files(store: ObjectStore, assets: AssetDir) -> Callable[[dict], bool]:
@@ -157,34 +165,119 @@ async def abuild(project: Project, options: BuildOptions | None = None, *, trans
             from starbuild.config.resolve import resolve_specs
 
             specs = resolve_specs(project, options.tier)
+            import dataclasses
+
+            options = dataclasses.replace(options, specs=specs)  # a re-plan after a pull keeps the tier
         journal = Journal(cache / "journal")
+        remote = None
         try:
-            with paused_gc():
-                plan = make_plan(project, lock, placeholder=options.offline, force=options.force,
-                                 select=options.select, have=_have_files(store, assets), specs=specs,
-                                 cached=journal_lookup(journal, store))
-            review = ReviewRun(plan, lock, options.review or ReviewRequest(root=project.root))
-            todo = review.jobs(plan.to_build())
-            if emit:
-                emit("plan", "", {"total": len(todo), "offline": options.offline})
-            _refuse_frozen(options, todo)
-            if options.frozen:
-                review.refuse_frozen()
-            _refuse_budget(limit, todo, journal, store)
-            report = await _run(project, options, todo, journal, store, transport, emulator, emit, lock)
-            report.offline = options.offline
-            report.results = review.fold(report.results)
-            order = {a.name: i for i, a in enumerate(plan.assets)}
-            report.results = sorted(report.results + _unbuilt(plan, report), key=lambda r: order.get(r.name, 0))
-            report.version = publish(project, lock, plan, report.results, store, assets, report.notes,
-                                     finish=review.finish)
-            if report.version is not None:
-                _mark_published(journal, project, report)
+            try:
+                with paused_gc():
+                    plan = make_plan(project, lock, placeholder=options.offline, force=options.force,
+                                     select=options.select, have=_have_files(store, assets), specs=specs,
+                                     cached=journal_lookup(journal, store))
+                remote = await _open_remote(project, options, store, emit)
+                request = options.review or ReviewRequest(root=project.root)
+                todo = plan.to_build()
+                if emit:
+                    emit("plan", "", {"total": len(todo), "offline": options.offline})
+                pulled = []
+                if not (request.reroll or request.promote):  # a review command makes only its own jobs
+                    plan, pulled, todo = await _pull_plain(project, options, lock, plan, todo, store, assets,
+                                                           remote, journal)
+                review = ReviewRun(plan, lock, request)
+                todo = review.jobs(todo)
+                _refuse_frozen(options, todo)
+                if options.frozen:
+                    review.refuse_frozen()
+                if options.pull_only:
+                    report = BuildReport(results=_unpulled(todo))
+                else:
+                    _refuse_budget(limit, todo, journal, store)
+                    report = await _run(project, options, todo, journal, store, transport, emulator, emit, lock,
+                                        remote, pulled)
+                report.results = review.fold(report.results) + pulled
+                report.offline = options.offline
+                order = {a.name: i for i, a in enumerate(plan.assets)}
+                report.results = sorted(report.results + _unbuilt(plan, report), key=lambda r: order.get(r.name, 0))
+                report.version = publish(project, lock, plan, report.results, store, assets, report.notes,
+                                         finish=review.finish)
+                if report.version is not None:
+                    _mark_published(journal, project, report)
+            finally:
+                journal.close()
         finally:
-            journal.close()
+            if remote is not None:
+                await remote.close()  # pushes still under way finish here, after the publish
         _export(project, assets, report)
+        if remote is not None:
+            report.notes += remote.report_lines()
+            report.remote_failed = options.require_remote and remote.cache.failed
     report.elapsed = time.monotonic() - started
     return report
+
+
+async def _open_remote(project: Project, options: BuildOptions, store: ObjectStore, emit):
+    """The shared remote cache of this build (None without one); --require-remote checks it first."""
+    if project.config.cache.remote is None and not options.require_remote:
+        return None
+    from starbuild.engine.remote import open_build_remote
+
+    remote = open_build_remote(project, options, store, emit)
+    if remote is not None and options.require_remote:
+        try:
+            await remote.cache.probe()
+        except BaseException:
+            await remote.close()
+            raise
+    return remote
+
+
+async def _pull(project, options, lock, plan, todo, store, assets, remote, journal):
+    """(plan, pulled results, assets still to build) after pulling what the remote cache holds.
+
+    A dependent's hash names its parent's image, so it is unknown while the parent is missing:
+    once parents are pulled, the plan is made again and their dependents are pulled in turn.
+    """
+    pulled: list[AssetResult] = []
+    while remote is not None:
+        got, todo = await remote.pull_stale(todo)
+        pulled += got
+        if not got or all(a.spec_hash for a in todo):
+            break
+        done = {r.name for r in pulled}
+        from starbuild.engine.known import journal_lookup
+
+        plan = make_plan(project, lock, placeholder=options.offline, force=options.force, select=options.select,
+                         have=_have_files(store, assets), specs=options.specs, cached=journal_lookup(journal, store))
+        todo = [a for a in plan.to_build() if a.name not in done]
+    return plan, pulled, todo
+
+
+async def _pull_plain(project, options, lock, plan, todo, store, assets, remote, journal):
+    """_pull for the assets without takes: an asset with takes is made take by take, never pulled whole."""
+    has_takes = {a.name for a in todo if a.spec is not None and a.spec.takes}
+    plan, pulled, rest = await _pull(project, options, lock, plan, [a for a in todo if a.name not in has_takes],
+                                     store, assets, remote, journal)
+    return plan, pulled, [a for a in rest if a.name not in has_takes] + \
+        [a for a in plan.to_build() if a.name in has_takes]
+
+
+def _unpulled(todo: list[PlannedAsset]) -> list[AssetResult]:
+    """`cache pull` never pays: what it could not pull is reported."""
+    from starbuild.engine.remote import pinned
+
+    out = []
+    for a in todo:
+        common = dict(spec_hash=a.spec_hash, model=a.spec.model if a.spec else None,
+                      request=a.spec.request() if a.spec else None)
+        if pinned(a):
+            out.append(AssetResult(a.name, Outcome.FAILED, a.reason, error="missing everywhere: not in the local "
+                                   "store, the asset folder or the remote cache", **common))
+        else:
+            out.append(AssetResult(a.name, Outcome.SKIPPED, f"{a.reason}; not in the lockfile's images, run "
+                                   "`starbuild build`", **common))
+    return out
 
 
 def _refuse_frozen(options: BuildOptions, todo: list[PlannedAsset]) -> None:
@@ -237,7 +330,8 @@ def _api_key(project: Project, options: BuildOptions) -> str:
     return key
 
 
-async def _run(project, options, todo, journal, store, transport, emulator, emit, lock) -> BuildReport:
+async def _run(project, options, todo, journal, store, transport, emulator, emit, lock, remote=None,
+               pulled=()) -> BuildReport:
     provider = project.config.provider
     # Paid tasks of earlier runs that are no longer planned are still fetched (never with --frozen,
     # which makes no request at all).
@@ -288,13 +382,22 @@ async def _run(project, options, todo, journal, store, transport, emulator, emit
         client = await stack.enter_async_context(
             StarMagicClient(base_url, key, files_url=files_url, transport=transport, retry=options.retry,
                             **deadlines))
-        runner = Runner(client, journal, store, project.root, run_opts, emit or (lambda *a: None))
+        emit = emit or (lambda *a: None)
+        runner = Runner(client, journal, store, project.root, run_opts, remote.events(emit) if remote else emit)
         runner.prices = PriceBook(learned_prices(lock))
+        runner.remote = remote
         if options.uploads is not None:
             runner.uploads = options.uploads
-        adopted = [asyncio.create_task(runner.adopt(h, rec)) for h, rec in orphans]
-        results = await runner.run(todo)
-        kept = sum(await asyncio.gather(*adopted))
+        if not options.offline:  # placeholders cost nothing: only paid builds are on the ledger
+            from starbuild.spend.ledger import open_ledger
+
+            runner.ledger = open_ledger(cache_dir(project, options.env), project.root, options.env)
+        try:
+            adopted = [asyncio.create_task(runner.adopt(h, rec)) for h, rec in orphans]
+            results = await runner.run(todo, pulled)
+            kept = sum(await asyncio.gather(*adopted))
+        finally:
+            runner.ledger.close()
         return BuildReport(results=results, credits_reserved=runner.budget.reserved, requests=client.requests,
                            adopted=kept, stopped=runner.stop_reason(results))
 
@@ -345,7 +448,9 @@ def next_lock(plan: Plan, lock: Lock, results: list[AssetResult]) -> dict[str, d
             if r is None or r.outcome != Outcome.REMOVED:
                 assets[a.name] = lock.assets[a.name]
             continue
-        if r is not None and r.outcome in (Outcome.BUILT, Outcome.RESUMED) or (
+        if r is not None and r.outcome == Outcome.PULLED and (a.previous or {}).get("spec_hash") == r.spec_hash:
+            assets[a.name] = lock.assets[a.name]  # lock-pinned images restored: the entry stays as it was
+        elif r is not None and r.outcome in (Outcome.BUILT, Outcome.RESUMED, Outcome.PULLED) or (
                 r is not None and r.outcome == Outcome.CACHED and a.stale):
             assets[a.name] = _entry(r, plan.placeholder, a.spec.take if a.spec else 0)
         elif a.name in lock.assets:
@@ -406,6 +511,8 @@ def write_version(project: Project, lock: Lock, new_assets: dict[str, dict], sto
             current == lock.asset_version or not new_assets):
         return None
     number = max([lock.asset_version, *assets.versions()], default=0) + 1
+    if new_assets == lock.assets and lock.asset_version and lock.asset_version not in assets.versions():
+        number = lock.asset_version  # a fresh clone restored as locked: same version, same lockfile
     manifest = {"asset_version": number, "created": _now(), "assets": new_assets}
     if delivery.atlases:
         manifest["atlases"] = delivery.atlases

@@ -14,6 +14,7 @@ class Outcome(str, enum.Enum):
 
     BUILT = "built"
     CACHED = "cached"
+    PULLED = "pulled"  # from the shared remote cache, 0 credits
     RESUMED = "resumed"
     FAILED = "failed"
     REMOVED = "removed"
@@ -21,7 +22,7 @@ class Outcome(str, enum.Enum):
 
     @property
     def ok(self) -> bool:
-        return self in (Outcome.BUILT, Outcome.CACHED, Outcome.RESUMED)
+        return self in (Outcome.BUILT, Outcome.CACHED, Outcome.PULLED, Outcome.RESUMED)
 
 
 @dataclass
@@ -60,6 +61,7 @@ class BuildReport:
     offline: bool = False  # placeholders from the built-in emulator: nothing was paid
     notes: list[str] = field(default_factory=list)
     stopped: str | None = None  # why the build stopped submitting (budget, refused key): exit 3
+    remote_failed: bool = False  # the remote cache failed and --require-remote made that fatal
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for r in self.results if r.outcome == outcome)
@@ -68,7 +70,7 @@ class BuildReport:
     def exit_code(self) -> ExitCode:
         if self.stopped:
             return ExitCode.REFUSED
-        return ExitCode.FAILED if self.count(Outcome.FAILED) else ExitCode.OK
+        return ExitCode.FAILED if self.count(Outcome.FAILED) or self.remote_failed else ExitCode.OK
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"total": len([r for r in self.results if r.outcome != Outcome.REMOVED]),

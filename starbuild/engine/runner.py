@@ -30,6 +30,7 @@ from starbuild.models import ceiling_credits, price_kind
 from starbuild.engine.polling import Tracker
 from starbuild.plan.planner import PlannedAsset
 from starbuild.plan.spec import GenerationSpec, InputRef
+from starbuild.spend.ledger import NullLedger
 from starbuild.store.objects import ObjectStore
 from starbuild.engine.verify import verify_image
 
@@ -240,10 +241,12 @@ class Runner:
     budget: Budget = field(init=False)
     uploads: UploadCache = field(default_factory=UploadCache)
     links: dict[str, str] = field(default_factory=dict)  # object sha -> fresh result link, never written
+    ledger: Any = field(default_factory=NullLedger)  # the credits ledger (spend/ledger.py)
     stopping: bool = False
     prices: PriceBook = field(default_factory=PriceBook)
     refusal: str | None = None  # why the API will take nothing more (a refused key, no credits)
     halted: str | None = None  # why nothing more may be submitted (the journal cannot be written)
+    remote: Any = None  # the build's remote cache (engine/remote.py): pull before paying, push once stored
 
     def __post_init__(self) -> None:
         self.limit = AdaptiveLimit(self.options.concurrency)
@@ -256,9 +259,12 @@ class Runner:
         self._by_hash: dict[str, asyncio.Future] = {}  # one protocol per spec_hash per build
         self.tracker = Tracker(self.options.poll_base, self.options.poll_cap, self.options.callbacks)
 
-    async def run(self, assets: list[PlannedAsset]) -> list[AssetResult]:
-        """Every asset's result, in the order given."""
+    async def run(self, assets: list[PlannedAsset], ready: list[AssetResult] = ()) -> list[AssetResult]:
+        """Every asset's result, in the order given; ``ready`` results (pulled) serve as @asset inputs."""
         done: dict[str, asyncio.Future] = {a.name: asyncio.get_running_loop().create_future() for a in assets}
+        for r in ready:
+            done[r.name] = asyncio.get_running_loop().create_future()
+            done[r.name].set_result(r)
         tasks = [asyncio.create_task(self._guarded(a, done)) for a in assets]
         return list(await asyncio.gather(*tasks))
 
@@ -310,6 +316,7 @@ class Runner:
                                  error=self.client.scrub(f"internal error: {type(exc).__name__}: {exc}"), **base)
         if result.outcome == Outcome.FAILED and self.options.fail_fast:
             self.stopping = True
+        self.ledger.asset_result(result, asset.credits)
         fut = done.get(asset.name)
         if fut is not None and not fut.done():
             fut.set_result(result)
@@ -369,6 +376,10 @@ class Runner:
         elif rec and rec.get("state") == SUBMITTING and not (self.options.placeholder or self.options.retry_unknown):
             raise UnknownOutcomeError("an earlier run was stopped while submitting this asset, so it may have "
                                       "been accepted and billed; rerun with --retry-unknown to submit it again")
+        if self.remote is not None:
+            pulled = await self.remote.before_paying(asset, h, spec.dims, common)
+            if pulled is not None:
+                return pulled
         return await self._submit_cycle(asset, spec, h, request, common)
 
     async def _submit_cycle(self, asset: PlannedAsset, spec: GenerationSpec, h: str, request: dict,
@@ -460,6 +471,7 @@ class Runner:
                 body = spec.api_body(*await self._input_urls(spec))
                 watched = self.tracker.prepare(body)
                 self.emit("submit", asset.name, {})
+                ledger_id = self.ledger.reserve(asset.name, h, request, asset.credits)  # before the money moves
                 self.journal.intend(h, asset.name, request)
             except BaseException as exc:
                 self.budget.release(held)
@@ -475,9 +487,11 @@ class Runner:
             except ApiError as exc:
                 if isinstance(exc, UnknownOutcomeError):
                     self.budget.settle(held, None)  # it may have been billed: count it
+                    self.ledger.unknown(ledger_id, exc.code or "answer_lost")
                 else:  # a definite refusal (400, 401, 402, 403, never sent ...)
                     self._forget(h)
                     self.budget.release(held)
+                    self.ledger.refused(ledger_id, exc.code)
                     if isinstance(exc, (AuthError, QuotaError)):
                         self._refuse(exc)
                 self.limit.release()
@@ -486,11 +500,12 @@ class Runner:
                 # Stopped (Ctrl-C, SIGTERM) while the request is on the wire: its answer is still
                 # awaited a few seconds, so an accepted task is journaled and resumed next time.
                 # Without an answer the outcome is unknown: the "submitting" record stays.
-                await self._settle_late(sending, asset, h, request, kind, held, watched)
+                await self._settle_late(sending, asset, h, request, kind, held, watched, ledger_id)
                 raise
             else:
                 refused = None
             if refused is not None:
+                self.ledger.refused(ledger_id, refused.code or "not_sent")
                 self._forget(h)
                 self.budget.release(held)
                 self.limit.release()
@@ -509,17 +524,17 @@ class Runner:
                 self.emit("backoff", asset.name, {"delay": delay, "rate_limited": isinstance(refused, RateLimitError)})
                 await asyncio.sleep(delay)
                 continue
-            return self._accepted(asset, h, request, kind, task, held, watched)
+            return self._accepted(asset, h, request, kind, task, held, watched, ledger_id)
 
     async def _settle_late(self, sending: asyncio.Future, asset: PlannedAsset, h: str, request: dict,
-                           kind: tuple, held: float, watched=None) -> None:
+                           kind: tuple, held: float, watched=None, ledger_id: str = "") -> None:
         """Count a submission whose build was stopped while it was on the wire, by its late answer."""
         try:
             await asyncio.wait({sending}, timeout=LATE_ANSWER_SECONDS)
         except asyncio.CancelledError:  # stopped again: no more waiting
             pass
         if sending.done() and not sending.cancelled() and sending.exception() is None:
-            self._accepted(asset, h, request, kind, sending.result(), held, watched)[1].release()
+            self._accepted(asset, h, request, kind, sending.result(), held, watched, ledger_id)[1].release()
             return
         if not sending.done():
             sending.cancel()
@@ -527,13 +542,15 @@ class Runner:
                 not isinstance(sending.exception(), UnknownOutcomeError):
             self._forget(h)  # refused after all: nothing was billed
             self.budget.release(held)
+            self.ledger.refused(ledger_id, sending.exception().code)
             self.limit.release()
             return
         self.budget.settle(held, None)
         self.limit.release()
+        self.ledger.unknown(ledger_id, "interrupted")
 
     def _accepted(self, asset: PlannedAsset, h: str, request: dict, kind: tuple, task: Task,
-                  held: float, watched=None) -> tuple[Task, "_Hold", float | None]:
+                  held: float, watched=None, ledger_id: str = "") -> tuple[Task, "_Hold", float | None]:
         """Count and keep an accepted task: its slot and credits first, so nothing below can leak them."""
         if watched is not None:
             self.tracker.accepted(watched, task)
@@ -547,6 +564,7 @@ class Runner:
             self.halted = self.halted or f"the journal cannot be written ({exc})"
             log.warning("task %s of %s is not journaled (%s); it is still downloaded in this run",
                         task.id, asset.name, exc)
+        self.ledger.settle(ledger_id, task.id, credits)
         self.emit("submitted", asset.name, {"task_id": task.id, "credits": credits,
                                             "estimated_time": task.estimated_time})
         return task, slot, credits
@@ -558,6 +576,7 @@ class Runner:
         if hold is not None:
             hold.release()  # the server is done with it: the next submission may start while we download
         if task.status == "failed":
+            self.ledger.failed(name, h, request, task_id, credits, task.error_code)
             self._forget(h)
             raise TaskFailedError(f"task {task_id} failed: {task.error_code}: {task.error_message or 'no message'}",
                                   code=task.error_code)
@@ -566,11 +585,14 @@ class Runner:
             files.append(await self._download(url, dims))
             self.links[files[-1]["sha256"]] = url
         files = named_files(name, files)
+        record = {"name": name, "request": request, "task_id": task_id, "credits": credits,
+                  "files": files, "placeholder": self.options.placeholder}
         try:
-            self.journal.stored(h, {"name": name, "request": request, "task_id": task_id, "credits": credits,
-                                    "files": files, "placeholder": self.options.placeholder})
+            self.journal.stored(h, record)
         except StoreError as exc:  # the image is in the object store; it is published all the same
             log.warning("%s: %s", name, exc)
+        if self.remote is not None:
+            self.remote.stored(h, record)
         return files
 
     async def _wait_for(self, task_id: str, first_wait: float | None) -> Task:

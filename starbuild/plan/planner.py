@@ -219,6 +219,13 @@ def _review(spec: GenerationSpec, prev: dict | None, h: str | None, status: Stat
     return status, reason, max(count, 1) if status != Status.UNCHANGED else 1
 
 
+def mark_in_remote(plan: Plan, names: set[str]) -> None:
+    """Stale assets the shared remote cache holds: a build pulls them for 0 credits."""
+    for a in plan.assets:
+        if a.name in names and a.stale and not (a.spec is not None and a.spec.takes):  # takes: made take by take
+            a.reason, a.credits, a.from_cache = "in the remote cache", 0.0, True
+
+
 def _mark_cached(assets: list[PlannedAsset], lock: Lock, cached: Callable[[str], str | None]) -> None:
     """Stale assets whose image the cache already holds cost nothing; say so, and name a rename."""
     removed = {a.spec_hash: a for a in assets if a.status == Status.REMOVED and a.spec_hash}

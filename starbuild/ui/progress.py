@@ -58,9 +58,12 @@ def _detail(kind: str, info: dict, offline: bool = False) -> str:
     if kind == "backoff":
         why = "rate limited (429)" if info.get("rate_limited") else "server busy"
         return f": {why}, submitting again in {info.get('delay', 0):.1f} s"
-    if kind in WAIT_EVENTS:
+    if kind == "pulled":
+        return " (from the remote cache)"
+    if kind in WAIT_EVENTS:  # a teammate's lease on the same image in the remote cache
         holder = f" of {_holder(info)}" if _holder(info) else ""
-        return f": waiting for a teammate's lease{holder}"
+        limit = f" (up to {info['seconds']:g} s)" if info.get("seconds") else ""
+        return f": waiting for a teammate's lease{holder}{limit}"
     return ""
 
 
