@@ -14,6 +14,19 @@ from starbuild.cli.main import main
 
 REPO = Path(__file__).resolve().parent.parent
 
+# What the environment of a CI runner or a developer's shell says about the remote cache and the
+# branch: each test starts without it (a test that needs one sets it), so the suite means the
+# same on a laptop and in CI (where CI=true makes `mode: auto` read-only off main).
+_AMBIENT = ("CI", "GITHUB_HEAD_REF", "GITHUB_REF_NAME", "GITHUB_ACTIONS", "STARBUILD_REMOTE_CACHE",
+            "STARBUILD_CACHE_NAMESPACE", "STARMAGIC_BASE_URL", "STARMAGIC_FILES_URL", "STARMAGIC_API_KEY",
+            "STARBUILD_CACHE_DIR", "STARBUILD_NO_PLAN_CACHE", "AWS_PROFILE", "AWS_ENDPOINT_URL")
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_environment(monkeypatch):
+    for name in _AMBIENT:
+        monkeypatch.delenv(name, raising=False)
+
 
 @dataclass
 class Result:

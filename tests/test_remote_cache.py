@@ -427,3 +427,29 @@ def test_remote_require_remote_makes_an_outage_mid_build_fatal(tmp_path, monkeyp
     assert all((r.error or "").startswith(f"remote cache {remote.url}: ") for r in report.results
                if r.outcome == Outcome.FAILED)
     assert "the remote failed" in report.notes[-1]
+
+
+def test_remote_holds_the_ledger_of_each_cache_so_a_team_can_total_it(tmp_path, bucket, monkeypatch):
+    import asyncio
+
+    from starbuild.spend.ledger import LEDGER_NAME, parse_lines
+    from starbuild.spend.remote import team_events
+    from starbuild.store.remote import open_remote
+
+    first, em = _built(tmp_path, bucket, monkeypatch, count=2)
+    ledgers = [k for k in bucket.keys() if "/v1/files/ledger/" in f"/{k}" and k.endswith(".jsonl")]
+    assert len(ledgers) == 1, bucket.keys()
+    local = list(parse_lines((tmp_path / "cache-a" / LEDGER_NAME).read_bytes().splitlines()))
+    settled = [e for e in local if e.get("event") == "settle"]
+    assert len(settled) == 2 == len(em.ledger)
+
+    from starbuild.config.project import load_config
+
+    async def team() -> list[dict]:
+        remote = open_remote(load_config(first.root / "starbuild.yaml"), dict(os.environ))
+        try:
+            return await team_events(remote)
+        finally:
+            await remote.close()
+
+    assert sorted(map(json.dumps, asyncio.run(team()))) == sorted(map(json.dumps, local))

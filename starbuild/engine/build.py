@@ -208,6 +208,14 @@ async def abuild(project: Project, options: BuildOptions | None = None, *, trans
                 journal.close()
         finally:
             if remote is not None:
+                if not options.offline:  # the team's ledger: this cache's lines, pushed whole
+                    from starbuild.errors import StarbuildError
+                    from starbuild.spend.remote import push_ledger
+
+                    try:
+                        await push_ledger(remote.cache, cache)
+                    except StarbuildError:  # --require-remote: the failure is already the build's
+                        pass
                 await remote.close()  # pushes still under way finish here, after the publish
         _export(project, assets, report)
         if remote is not None:
