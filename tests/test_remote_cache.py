@@ -148,22 +148,28 @@ def test_remote_corrupt_object_is_detected_and_never_published(tmp_path, bucket,
     assert hashlib.sha256(bucket.get(key)).hexdigest() == victim  # the good copy replaced the corrupt one
 
 
-def test_remote_stopped_mid_build_completes_locally(tmp_path, monkeypatch):
+def _on_own_server(tmp_path: Path, monkeypatch, count: int):
+    """A project whose remote lives on a moto server of the test's own, which it may stop."""
     from moto.server import ThreadedMotoServer
 
     from remote_fixtures import AWS
-    from starbuild.config.resolve import load_and_resolve
-    from starbuild.engine.build import BuildOptions, build
 
     for k, v in AWS.items():
         monkeypatch.setenv(k, v)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
-    host, port = server.get_host_and_port()
-    remote = _own_bucket(host, port)
+    remote = _own_bucket(*server.get_host_and_port())
     monkeypatch.setenv("STARBUILD_CACHE_DIR", str(tmp_path / "cache"))
     proj = Project(tmp_path / "p")
-    proj.config(matrix_config(6, concurrency=2, extra=remote.config()))
+    proj.config(matrix_config(count, concurrency=2, extra=remote.config()))
+    return server, remote, proj
+
+
+def test_remote_stopped_mid_build_completes_locally(tmp_path, monkeypatch):
+    from starbuild.config.resolve import load_and_resolve
+    from starbuild.engine.build import BuildOptions, build
+
+    server, remote, proj = _on_own_server(tmp_path, monkeypatch, 6)
     stopped = []
 
     def emit(kind, name, info):
@@ -392,18 +398,7 @@ def test_remote_result_naming_lost_images_is_replaced_not_paid_for_forever(tmp_p
 
 def test_remote_require_remote_makes_an_outage_mid_build_fatal(tmp_path, monkeypatch):
     """With --require-remote nothing is paid for without a claim, and the build exits 1."""
-    from moto.server import ThreadedMotoServer
-
-    from remote_fixtures import AWS
-
-    for k, v in AWS.items():
-        monkeypatch.setenv(k, v)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    remote = _own_bucket(host, port)
-    monkeypatch.setenv("STARBUILD_CACHE_DIR", str(tmp_path / "cache"))
-    proj = Project(tmp_path / "p")
+    server, remote, proj = _on_own_server(tmp_path, monkeypatch, 6)
     proj.config(matrix_config(6, concurrency=1, extra=remote.config()))
     from starbuild.config.resolve import load_and_resolve
     from starbuild.engine.build import BuildOptions, build
