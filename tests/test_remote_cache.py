@@ -448,3 +448,19 @@ def test_remote_holds_the_ledger_of_each_cache_so_a_team_can_total_it(tmp_path, 
             await remote.close()
 
     assert sorted(map(json.dumps, asyncio.run(team()))) == sorted(map(json.dumps, local))
+
+
+def test_remote_pulls_are_cache_hits_on_the_ledger(tmp_path, bucket, monkeypatch):
+    from starbuild.spend.ledger import LEDGER_NAME, parse_lines
+
+    first, em = _built(tmp_path, bucket, monkeypatch, count=3)
+    monkeypatch.setenv("STARBUILD_CACHE_DIR", str(tmp_path / "cache-b"))
+    clone = _clone(first, tmp_path / "b")
+    report = api_build(clone, em)
+    assert report.count(Outcome.PULLED) == 3 and len(em.ledger) == 3  # nothing paid again
+    events = list(parse_lines((tmp_path / "cache-b" / LEDGER_NAME).read_bytes().splitlines()))
+    hits = [e for e in events if e["event"] == "cache_hit"]
+    assert len(hits) == 3 == len(events) and all(e["outcome"] == "pulled" for e in hits)
+    assert sum(e["credits_saved"] for e in hits) > 0
+    res = clone.run("spend", "--json")
+    assert res.exit_code == 0 and res.json["cache_hits"] == 3 and res.json["credits_reserved"] == 0

@@ -346,6 +346,7 @@ async def _run(project, options, todo, journal, store, transport, emulator, emit
     planned = {a.spec_hash for a in todo}
     orphans = [] if options.frozen else [
         (h, rec) for h, rec in journal.inflight() if rec.get("state") == "submitted" and h not in planned]
+    _ledger_pulled(project, options, pulled)
     if not todo and not orphans:
         return BuildReport(results=[])
     import asyncio
@@ -408,6 +409,21 @@ async def _run(project, options, todo, journal, store, transport, emulator, emit
             runner.ledger.close()
         return BuildReport(results=results, credits_reserved=runner.budget.reserved, requests=client.requests,
                            adopted=kept, stopped=runner.stop_reason(results))
+
+
+def _ledger_pulled(project: Project, options: BuildOptions, pulled) -> None:
+    """Images pulled from the remote cache instead of paid for are cache hits on the ledger, worth
+    what they cost whoever paid (a --frozen build or `cache pull` would never have paid: none)."""
+    if not pulled or options.offline or options.frozen or options.pull_only:
+        return
+    from starbuild.spend.ledger import open_ledger
+
+    ledger = open_ledger(cache_dir(project, options.env), project.root, options.env)
+    try:
+        for result in pulled:
+            ledger.asset_result(result, 0.0)
+    finally:
+        ledger.close()
 
 
 def _unbuilt(plan: Plan, report: BuildReport) -> list[AssetResult]:
