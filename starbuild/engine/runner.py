@@ -32,7 +32,8 @@ from starbuild.plan.planner import PlannedAsset
 from starbuild.plan.spec import GenerationSpec, InputRef
 from starbuild.spend.ledger import NullLedger
 from starbuild.store.objects import ObjectStore
-from starbuild.engine.verify import verify_image
+from starbuild.engine.verify import stamp_provenance, verify_image
+from starbuild.store.objects import file_sha256
 
 log = logging.getLogger("starbuild")
 Emit = Callable[[str, str, dict], None]
@@ -362,7 +363,7 @@ class Runner:
                 self.limit.success()  # a task the server already holds counts as accepted
                 try:
                     files = await self._poll_and_store(h, asset.name, request, rec["task_id"], rec.get("credits"),
-                                                       spec.dims, hold=hold)
+                                                       spec.dims, hold=hold, take=spec.take)
                 finally:
                     hold.release()
                 return AssetResult(outcome=Outcome.RESUMED, files=files, task_id=rec["task_id"],
@@ -389,7 +390,7 @@ class Runner:
             task, hold, credits = await self._submit(asset, spec, h, request)
             try:
                 files = await self._poll_and_store(h, asset.name, request, task.id, credits, spec.dims,
-                                                   first_wait=task.estimated_time, hold=hold)
+                                                   first_wait=task.estimated_time, hold=hold, take=spec.take)
                 return AssetResult(outcome=Outcome.BUILT, files=files, task_id=task.id,
                                    credits=credits or 0.0, paid=credits, **common)
             except TaskFailedError as exc:
@@ -571,7 +572,7 @@ class Runner:
 
     async def _poll_and_store(self, h: str, name: str, request: dict, task_id: str, credits: float | None,
                               dims: tuple[int, int] | None, first_wait: float | None = None,
-                              hold: "_Hold | None" = None) -> list[dict]:
+                              hold: "_Hold | None" = None, take: int | None = None) -> list[dict]:
         task = await self._wait_for(task_id, first_wait)
         if hold is not None:
             hold.release()  # the server is done with it: the next submission may start while we download
@@ -582,7 +583,10 @@ class Runner:
                                   code=task.error_code)
         files = []
         for url in task.results or ():
-            files.append(await self._download(url, dims))
+            stamp = {"spec_hash": h, "model": str(request.get("model") or "")}
+            if take is not None:
+                stamp["take"] = str(take)
+            files.append(await self._download(url, dims, stamp))
             self.links[files[-1]["sha256"]] = url
         files = named_files(name, files)
         record = {"name": name, "request": request, "task_id": task_id, "credits": credits,
@@ -611,13 +615,16 @@ class Runner:
         self.emit("progress", "", {"task_id": task_id, "progress": task.progress, "status": task.status})
         return task
 
-    async def _download(self, url: str, dims: tuple[int, int] | None) -> dict:
+    async def _download(self, url: str, dims: tuple[int, int] | None, stamp: dict[str, str] | None = None) -> dict:
         tmp, sha, size = await self.client.download(url, self.store.temp_dir())
         try:
             info = await asyncio.to_thread(verify_image, tmp, dims)
         except VerifyError:
             tmp.unlink(missing_ok=True)
             raise
+        if stamp and await asyncio.to_thread(stamp_provenance, tmp, stamp):
+            # The image carries where it came from (SPEC.md §8); it is stored, and hashed, as stamped.
+            sha, size = file_sha256(tmp), tmp.stat().st_size
         self.store.add(tmp, sha)
         return {"path": f".{info.ext}", "sha256": sha, "bytes": size, "width": info.width,
                 "height": info.height, "format": info.format}
