@@ -6,9 +6,9 @@ became a real folder (``cp -rL``, an unzipped archive, a CI artifact) is repaire
 intact copy of a version (every file matches its manifest's sha256); otherwise the build stops
 with a located error, exit 2, before paying for anything.
 
-``verified_sources`` picks, for every file a new version needs, a source whose bytes still hash to
-the recorded sha256: the store object, else the same file of the current version. A corrupt object
-is a miss (removed from the store); an asset with no intact source is left out of the version.
+``corrupt_assets`` names the assets whose stored image no longer hashes to its recorded sha256 and
+has no intact copy in the current version either. A corrupt object is a miss (removed from the
+store); such an asset is left out of the version, never published from damaged bytes.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 from starbuild.config.project import Project
 from starbuild.errors import ConfigError
-from starbuild.store.objects import CURRENT, MANIFEST, AssetDir, ObjectStore, _read_pointer, file_sha256
+from starbuild.store.objects import CURRENT, MANIFEST, AssetDir, ObjectStore, file_sha256, read_pointer
 
 
 def check_output(project: Project, assets: AssetDir) -> None:
@@ -34,7 +34,7 @@ def check_output(project: Project, assets: AssetDir) -> None:
             raise ConfigError(project.issue(("output", "dir"), f"{raw!r}: {path.relative_to(project.root)} is a "
                                             "file, not a folder; move it away or choose another output.dir"))
     current = assets.root / CURRENT
-    if current.is_symlink() or not os.path.lexists(current) or _read_pointer(current) is not None:
+    if current.is_symlink() or not os.path.lexists(current) or read_pointer(current) is not None:
         return  # the symlink, or the pointer file used where symlinks cannot be made
     if current.is_dir() and _repair_copied_current(assets, current):
         return
@@ -64,25 +64,6 @@ def _repair_copied_current(assets: AssetDir, current: Path) -> bool:
         os.rename(current, version)  # the only copy of that version: it becomes the version again
     assets.set_current(number)
     return True
-
-
-def verified_sources(new_assets: dict[str, dict[str, Any]], store: ObjectStore,
-                     base: Path | None) -> tuple[list[tuple[str, Path]], list[str]]:
-    """(relative path, intact source) of every file to publish, and the assets with no intact source."""
-    files: list[tuple[str, Path]] = []
-    corrupt: list[str] = []
-    for name, entry in new_assets.items():
-        mine = []
-        for f in entry.get("files") or []:
-            src = _intact_source(f, store, base)
-            if src is None:
-                break
-            mine.append((f["path"], src))
-        else:
-            files += mine
-            continue
-        corrupt.append(name)
-    return files, corrupt
 
 
 def _intact_source(f: dict, store: ObjectStore, base: Path | None) -> Path | None:

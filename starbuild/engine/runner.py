@@ -33,7 +33,6 @@ from starbuild.plan.spec import GenerationSpec, InputRef
 from starbuild.spend.ledger import NullLedger
 from starbuild.store.objects import ObjectStore
 from starbuild.engine.verify import stamp_provenance, verify_image
-from starbuild.store.objects import file_sha256
 
 log = logging.getLogger("starbuild")
 Emit = Callable[[str, str, dict], None]
@@ -622,9 +621,10 @@ class Runner:
         except VerifyError:
             tmp.unlink(missing_ok=True)
             raise
-        if stamp and await asyncio.to_thread(stamp_provenance, tmp, stamp):
+        stamped = await asyncio.to_thread(stamp_provenance, tmp, stamp) if stamp else None
+        if stamped is not None:
             # The image carries where it came from (SPEC.md §8); it is stored, and hashed, as stamped.
-            sha, size = file_sha256(tmp), tmp.stat().st_size
+            sha, size = stamped
         self.store.add(tmp, sha)
         return {"path": f".{info.ext}", "sha256": sha, "bytes": size, "width": info.width,
                 "height": info.height, "format": info.format}

@@ -46,21 +46,24 @@ def verify_image(path: Path, dims: tuple[int, int] | None) -> ImageInfo:
     return ImageInfo(width, height, fmt.lower().replace("jpeg", "jpeg"), _EXT[fmt])
 
 
-def stamp_provenance(path: Path, fields: dict[str, str]) -> bool:
+def stamp_provenance(path: Path, fields: dict[str, str]) -> tuple[str, int] | None:
     """Add ``starbuild:<key>`` text chunks to a PNG in place, before its IEND chunk; pixels and every
-    other byte stay as the API sent them. False (file untouched) when it is not a PNG ending in IEND."""
+    other byte stay as the API sent them. The stamped file's (sha256, size), hashed from the bytes
+    in hand; None (file untouched) when it is not a PNG ending in IEND."""
+    import hashlib
     import struct
     import zlib
 
     data = path.read_bytes()
     iend = data.rfind(b"IEND")
     if not data.startswith(b"\x89PNG\r\n\x1a\n") or iend < 12 or iend + 8 != len(data):
-        return False
+        return None
     chunks = b""
     for key, value in sorted(fields.items()):
         body = f"starbuild:{key}".encode("latin-1") + b"\0" + str(value).encode("latin-1", "replace")
         chunks += struct.pack(">I", len(body)) + b"tEXt" + body + struct.pack(">I", zlib.crc32(b"tEXt" + body))
+    stamped = data[:iend - 4] + chunks + data[iend - 4:]
     tmp = path.with_name(path.name + ".stamp")
-    tmp.write_bytes(data[:iend - 4] + chunks + data[iend - 4:])
+    tmp.write_bytes(stamped)
     tmp.replace(path)
-    return True
+    return hashlib.sha256(stamped).hexdigest(), len(stamped)

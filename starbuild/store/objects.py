@@ -133,7 +133,7 @@ class AssetDir:
         try:
             target = os.readlink(link)
         except OSError:
-            target = _read_pointer(link)
+            target = read_pointer(link)
             if target is None:
                 return None
         m = VERSION_RE.match(Path(target).name)
@@ -175,13 +175,13 @@ class AssetDir:
         try:
             made: set[str] = set()
             top = str(tmp)
-            for rel, src in files:  # plain strings: pathlib costs more than the link itself
+            for rel, src in files:  # plain strings: pathlib costs more per file than it saves
                 dest = f"{top}/{rel}"
                 parent = os.path.dirname(dest)
                 if parent not in made:
                     os.makedirs(parent, exist_ok=True)
                     made.add(parent)
-                _link_or_copy(src, dest)
+                _copy_out(src, dest)
             atomic_write(tmp / MANIFEST, dump_json(manifest))
             os.rename(tmp, final)
         except OSError as exc:
@@ -193,7 +193,7 @@ class AssetDir:
     def check_current(self) -> None:
         """Refuse a ``current`` that is not the symlink starbuild keeps (a copy that followed links)."""
         link = self.root / CURRENT
-        if (link.exists() or link.is_symlink()) and not link.is_symlink() and _read_pointer(link) is None:
+        if (link.exists() or link.is_symlink()) and not link.is_symlink() and read_pointer(link) is None:
             raise StoreError(f"{link} is a real folder or file, not the `current` symlink starbuild keeps "
                              "(was the asset folder copied without its symlinks?); remove it and build again")
 
@@ -231,7 +231,7 @@ class AssetDir:
         return doomed
 
 
-def _read_pointer(path: Path) -> str | None:
+def read_pointer(path: Path) -> str | None:
     """The version a ``current`` pointer file names, or None."""
     try:
         if path.is_symlink() or not path.is_file() or path.stat().st_size > 256:
@@ -242,7 +242,7 @@ def _read_pointer(path: Path) -> str | None:
     return text[len(POINTER_PREFIX):] if text.startswith(POINTER_PREFIX) else None
 
 
-def _link_or_copy(src: Path, dest: Path) -> None:
+def _copy_out(src: Path, dest: Path) -> None:
     """A copy, never a hard link: an in-place edit of a published file must not reach the store or
     other versions (shutil.copyfile lets the kernel copy the bytes)."""
     shutil.copyfile(src, dest)
