@@ -116,6 +116,39 @@ def api_build(proj: Project, emulator, *, key: str | None = KEY, transport=None,
     return build(project, options, transport=transport)
 
 
+def cancel_after_first_submission(proj: Project, emulator, answer_after: float) -> None:
+    """Start a build whose submissions are answered ``answer_after`` seconds after the emulator took
+    them, and cancel it, as Ctrl-C does, as soon as the emulator has accepted one."""
+    import asyncio
+    import os
+
+    import httpx
+
+    from starbuild.config.resolve import load_and_resolve
+    from starbuild.engine.build import BuildOptions, abuild
+
+    async def late_answers(scope, receive, send):
+        if scope.get("path") == "/v1/images/generations":
+            async def late_send(message):
+                await asyncio.sleep(answer_after)
+                await send(message)
+            return await emulator(scope, receive, late_send)
+        return await emulator(scope, receive, send)
+
+    async def stopped():
+        project, specs = load_and_resolve(proj.root / "starbuild.yaml")
+        env = {**os.environ, "STARMAGIC_API_KEY": KEY}
+        build = asyncio.create_task(abuild(project, BuildOptions(env=env, specs=specs),
+                                           transport=httpx.ASGITransport(app=late_answers)))
+        while not emulator.ledger:
+            await asyncio.sleep(0.01)
+        build.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await build
+
+    asyncio.run(stopped())
+
+
 def matrix_config(count: int, prompt: str = "icon {{ i }}", extra: str = "", concurrency: int = 8) -> str:
     return (f"version: 1\nprovider:\n  concurrency: {concurrency}\n{extra}images:\n  'icons/i{{{{ i }}}}':\n"
             f"    matrix:\n      i: {list(range(count))}\n    prompt: \"{prompt}\"\n    size: '1:1'\n"

@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from conftest import KEY, api_build, matrix_config
+from conftest import KEY, api_build, cancel_after_first_submission, matrix_config
 from starbuild.api.client import RetryPolicy, StarMagicClient
 from starbuild.api.wire import parse_error, parse_task
 from starbuild.emulator import Emulator, EmulatorConfig, Faults, serve_in_thread
@@ -252,33 +252,9 @@ def test_adaptive_limit_a_waiter_cancelled_as_a_slot_frees_raises_cancelled():
 def test_ctrl_c_while_a_submission_is_on_the_wire_never_pays_twice(project):
     """Cancelled (as Ctrl-C cancels a build) after the server accepted the task but before its
     answer arrived: the next build reports the outcome unknown instead of submitting again."""
-    from starbuild.engine.build import BuildOptions, abuild
-    from starbuild.config.resolve import load_and_resolve
-
     em = Emulator(EmulatorConfig(render="plain"))
-
-    async def late_answers(scope, receive, send):
-        if scope.get("path") == "/v1/images/generations":
-            async def late_send(message):
-                await asyncio.sleep(30)
-                await send(message)
-            return await em(scope, receive, late_send)
-        return await em(scope, receive, send)
-
     project.config(matrix_config(1))
-
-    async def first():
-        proj, specs = load_and_resolve(project.root / "starbuild.yaml")
-        env = {**__import__("os").environ, "STARMAGIC_API_KEY": KEY}
-        build = asyncio.create_task(abuild(proj, BuildOptions(env=env, specs=specs),
-                                           transport=httpx.ASGITransport(app=late_answers)))
-        while not em.ledger:
-            await asyncio.sleep(0.01)
-        build.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await build
-
-    asyncio.run(first())
+    cancel_after_first_submission(project, em, 30)
     again = api_build(project, em)
     assert again.exit_code == 1 and "--retry-unknown" in again.results[0].error
     assert len(em.ledger) == 1

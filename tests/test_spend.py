@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from conftest import KEY, api_build
+from conftest import KEY, api_build, cancel_after_first_submission
 from starbuild.emulator import Emulator, EmulatorConfig
 from starbuild.engine.outcome import Outcome
 from starbuild.spend.ledger import LEDGER_NAME, Ledger, read_events
@@ -224,38 +224,12 @@ def test_ledger_refused_submissions_settle_at_zero(project):
 ])
 def test_ledger_a_build_stopped_while_submitting(project, monkeypatch, answer_after, expected):
     """Ctrl-C cancels a build after the API accepted a task but before its answer arrived."""
-    import asyncio
-    import os
-
-    from starbuild.config.resolve import load_and_resolve
     from starbuild.engine import runner
-    from starbuild.engine.build import BuildOptions, abuild
 
     monkeypatch.setattr(runner, "LATE_ANSWER_SECONDS", 1.0)
     em = Emulator(EmulatorConfig(render="plain"))
-
-    async def late_answers(scope, receive, send):
-        if scope.get("path") == "/v1/images/generations":
-            async def late_send(message):
-                await asyncio.sleep(answer_after)
-                await send(message)
-            return await em(scope, receive, late_send)
-        return await em(scope, receive, send)
-
     project.config(config("  a: {prompt: one}\n"))
-
-    async def stopped():
-        proj, specs = load_and_resolve(project.root / "starbuild.yaml")
-        build = asyncio.create_task(abuild(proj, BuildOptions(env={**os.environ, "STARMAGIC_API_KEY": KEY},
-                                                              specs=specs),
-                                           transport=httpx.ASGITransport(app=late_answers)))
-        while not em.ledger:
-            await asyncio.sleep(0.01)
-        build.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await build
-
-    asyncio.run(stopped())
+    cancel_after_first_submission(project, em, answer_after)
     assert [(e["event"], e["outcome"]) for e in ledger(project)] == expected
     again = api_build(project, em)  # resumes the task, or refuses to pay again: no money moves, no event
     assert len(ledger(project)) == 2 and len(em.ledger) == 1
