@@ -73,3 +73,33 @@ def _sha(path) -> str:
     import hashlib
 
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_placeholder_of_a_large_image_keeps_its_colours(tmp_path):
+    """The placeholder samples a large image instead of averaging every pixel: it must still show
+    where the colours are, and the decoded size stays the image's own."""
+    from starbuild.post.work import Job, run_job
+
+    img = Image.new("RGB", (2048, 1024), (200, 30, 30))
+    img.paste((20, 40, 220), (1024, 0, 2048, 1024))            # right half blue
+    for x in range(0, 1024, 2):                                # left half: a fine stripe pattern
+        img.paste((255, 255, 255), (x, 0, x + 1, 1024))
+    src = tmp_path / "big.png"
+    img.save(src)
+    result = run_job(Job(source=str(src), placeholder=True, tmp_dir=str(tmp_path)))
+    assert result.error is None and (result.width, result.height) == (2048, 1024)
+    tiny = Image.open(io.BytesIO(base64.b64decode(result.placeholder.split(",", 1)[1]))).convert("RGB")
+    assert tiny.size == (16, 8)
+    left, right = tiny.getpixel((2, 4)), tiny.getpixel((13, 4))
+    assert abs(right[2] - 220) < 25 and right[0] < 50                      # blue stays blue
+    assert 190 < left[0] and 100 < left[1] < 190                           # stripes blend to pink, not one of them
+
+
+def test_placeholder_only_work_of_small_files_runs_inline(tmp_path):
+    """Only a placeholder to make for small (flat) files: a pool's start-up would cost more."""
+    from starbuild.post.work import Job, workers_for
+
+    flat = [Job(source="x", placeholder=True, pixels=4 * 700) for _ in range(500)]
+    assert workers_for(flat, cores=2) == 0
+    photos = [Job(source="x", placeholder=True, pixels=1024 * 1024) for _ in range(40)]
+    assert workers_for(photos, cores=2) == 2

@@ -137,9 +137,15 @@ class Deliverer:
             if source is None:
                 return  # reported by finish(): the source is gone
             w, h = u.source.get("width") or 1024, u.source.get("height") or 1024
-            u.job = Job(source=str(source), steps=tuple(steps) if steps and not delivered_obj else (),
-                        meta=tuple(sorted(u.meta.items())), variants=tuple(missing),
-                        placeholder=True, tmp_dir=str(self.store.temp_dir()), pixels=w * h)
+            job_steps = tuple(steps) if steps and not delivered_obj else ()
+            pixels = w * h
+            if not job_steps and not missing:
+                # Only a placeholder: decoding is the work, and it follows the file's size (a flat
+                # image of a megapixel decodes in microseconds, too little to start a pool for).
+                pixels = min(pixels, 4 * int((u.delivered or u.source).get("bytes") or pixels))
+            u.job = Job(source=str(source), steps=job_steps, meta=tuple(sorted(u.meta.items())),
+                        variants=tuple(missing), placeholder=True, tmp_dir=str(self.store.temp_dir()),
+                        pixels=pixels)
 
     def _reuse(self, u: _Unit, ext: str, width: int | None = None) -> dict[str, Any] | None:
         """The same recipe's output in the previous version (a wiped cache is not a reason to fail or redo)."""

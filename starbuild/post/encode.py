@@ -63,6 +63,12 @@ def encode(img: Image.Image, fmt: str, *, quality: int | None = None, lossless: 
 def placeholder_url(img: Image.Image) -> str:
     """A blurred-up stand-in for lazy loading: a few hundred bytes of WebP as a data URL."""
     w, h = img.size
+    if img.mode not in ("RGB", "RGBA"):
+        alpha = "A" in img.mode or "a" in img.mode or "transparency" in img.info
+        img = img.convert("RGBA" if alpha else "RGB")
+    factor = min(w, h) // (PLACEHOLDER_WIDTH * 4)
+    if factor > 1:
+        img = img.reduce(factor)  # averages factor x factor blocks (every pixel counts), faster than one BOX pass
     small = img.resize((PLACEHOLDER_WIDTH, max(1, round(h * PLACEHOLDER_WIDTH / w))), Image.Resampling.BOX)
     data = encode(small, "webp", quality=40)
     return "data:image/webp;base64," + base64.b64encode(data).decode()

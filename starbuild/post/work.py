@@ -61,6 +61,9 @@ def run_job(job: Job) -> JobResult:
     try:
         result = JobResult()
         with Image.open(job.delivered or job.source) as opened:
+            full = opened.size
+            if not job.variants and (job.delivered or not job.steps):
+                opened.draft("RGB", (128, 128))  # only a placeholder: JPEG decodes at a fraction of its size
             opened.load()
             img = opened
             if job.steps and not job.delivered:
@@ -71,9 +74,9 @@ def run_job(job: Job) -> JobResult:
                 data = encode(img, kind, quality=fmt.quality if fmt else None, lossless=bool(fmt and fmt.lossless),
                               meta=dict(job.meta))
                 result.delivered = _write(data, job.tmp_dir, kind, img.width, img.height)
-            elif img.mode not in ("RGB", "RGBA"):
+            elif job.variants and img.mode not in ("RGB", "RGBA"):
                 img = img.convert("RGBA")
-            result.width, result.height = img.size
+            result.width, result.height = img.size if result.delivered is not None else full
             scaled: dict[int, object] = {}  # one resize per width, shared by its formats
             for width, kind, quality in job.variants:
                 result.variants.append(_variant(img, width, kind, quality, job.tmp_dir, encode, scaled))

@@ -48,7 +48,8 @@ class DerivedIndex:
         return record
 
     def put(self, key: str, record: dict[str, Any]) -> None:
-        atomic_write(self._path(key), json.dumps(record, sort_keys=True).encode())
+        # A cache: a record lost to a crash is a miss, so it is not worth two fsyncs per file.
+        atomic_write(self._path(key), json.dumps(record, sort_keys=True).encode(), durable=False)
 
     def add_bytes(self, data: bytes) -> tuple[str, Path]:
         """Store bytes made in this process (metadata files, manifests); their sha256 and stored path."""

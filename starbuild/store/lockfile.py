@@ -76,8 +76,11 @@ def current_umask() -> int:
     return mask
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
     """Write bytes so that readers see the old file or the whole new one, never a part.
+
+    ``durable=False`` skips the fsyncs, for caches: after a crash the file may be empty or gone,
+    which a cache reads as a miss.
 
     The file gets the mode a plain ``open()`` would give it (0666 less the umask): mkstemp's
     owner-only temp file would otherwise make a committed lockfile unreadable to the team.
@@ -88,8 +91,9 @@ def atomic_write(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as fh:
             os.fchmod(fh.fileno(), 0o666 & ~current_umask())
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as exc:
         try:
@@ -97,7 +101,8 @@ def atomic_write(path: Path, data: bytes) -> None:
         except OSError:
             pass
         raise StoreError(f"cannot write {path}: {exc}") from exc
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 def _fsync_dir(directory: Path) -> None:
