@@ -468,8 +468,11 @@ def rollback(ctx: Context, version: int) -> None:
     """Make VERSION (3 or v0003) current again and restore its lockfile, with no API call."""
     from starbuild.store.inventory import rollback as do_rollback
 
-    do_rollback(ctx.load(), version)
+    lost = do_rollback(ctx.load(), version)
     click.echo(f"v{version:04d} is current; starbuild.lock restored from its manifest")
+    for path in lost:
+        click.echo(f"warning: v{version:04d}/{path} was edited in place and its original is no longer in the "
+                   "object store; build to make it again", err=True)
 
 
 @main.command()

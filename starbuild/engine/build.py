@@ -19,8 +19,9 @@ from starbuild.errors import BudgetError, ConfigError, FrozenError, MissingKeyEr
 from starbuild.store.lockfile import LOCK_NAME, Lock, read_lock, write_lock
 from starbuild.engine.outcome import AssetResult, BuildReport, Outcome
 from starbuild.plan.planner import Plan, PlannedAsset, Status, make_plan
-from starbuild.engine.project_lock import project_lock
+from starbuild.engine.project_lock import LOCK_DIR, project_lock
 from starbuild.engine.publishing import check_output, corrupt_assets
+from starbuild.store.fileindex import FileIndex
 from starbuild.models import learnable_credits
 from starbuild.plan.nogc import paused_gc
 from starbuild.store.objects import AssetDir, ObjectStore
@@ -515,7 +516,8 @@ def write_version(project: Project, lock: Lock, new_assets: dict[str, dict], sto
 
     current = assets.current()
     base = assets.version_path(current) if current else None
-    corrupt = corrupt_assets(new_assets, store, base)
+    index = FileIndex.load(project.root / LOCK_DIR)
+    corrupt = corrupt_assets(new_assets, store, base, index)
     for name in corrupt:  # never published: the next build makes it again
         if notes is not None:
             notes.append(f"{name}: its stored image no longer matches its sha256 (edited or damaged on disk); "
@@ -542,7 +544,7 @@ def write_version(project: Project, lock: Lock, new_assets: dict[str, dict], sto
         manifest["atlases"] = delivery.atlases
     images = delivery.images_file(number)
     try:
-        assets.publish(number, delivery.files + [images], manifest)
+        assets.publish(number, delivery.files + [images], manifest, index)
     finally:
         images[1].unlink(missing_ok=True)
     write_lock(project.root / LOCK_NAME, Lock(asset_version=number, assets=new_assets, atlases=delivery.atlases))

@@ -21,6 +21,7 @@ from typing import Any
 
 from starbuild.config.project import Project
 from starbuild.errors import ConfigError
+from starbuild.store.fileindex import FileIndex
 from starbuild.store.objects import CURRENT, MANIFEST, AssetDir, ObjectStore, file_sha256, read_pointer
 
 
@@ -75,16 +76,21 @@ def _intact_source(f: dict, store: ObjectStore, base: Path | None) -> Path | Non
     return None
 
 
-def corrupt_assets(new_assets: dict[str, dict[str, Any]], store: ObjectStore, base: Path | None) -> list[str]:
+def corrupt_assets(new_assets: dict[str, dict[str, Any]], store: ObjectStore, base: Path | None,
+                   index: FileIndex | None = None) -> list[str]:
     """The assets whose stored image no longer hashes to its name, with no intact copy in the
     current version either. The bad object is removed on the way (a miss, never published). An
-    object that is simply missing is not corruption: the publish step reuses what it can."""
+    object that is simply missing is not corruption: the publish step reuses what it can. Only
+    files the current version does not hold untouched are read (see store/fileindex.py)."""
+    index = index or FileIndex(Path("."))  # none: every file is read
     bad = []
+    top = str(base) if base is not None else None
     for name, entry in new_assets.items():
         for f in entry.get("files") or []:
             sha = f.get("sha256", "")
+            if top is not None and index.vouch(f"{top}/{f.get('path')}", sha) is not None:
+                continue  # the current version holds it untouched: nothing to read
             if store.has(sha) and _intact_source(f, store, base) is None:
                 bad.append(name)
                 break
     return bad
-

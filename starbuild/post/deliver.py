@@ -7,7 +7,6 @@ images.json. Source images stay in the object store; only what ``outputs`` lists
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ class Delivery:
 
     entries: dict[str, dict[str, Any]]
     atlases: dict[str, dict[str, Any]] = field(default_factory=dict)
-    files: list[tuple[str, Path]] = field(default_factory=list)
+    files: list[tuple[str, Path, str]] = field(default_factory=list)  # (path, source, sha256)
     images: dict[str, Any] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     processed: int = 0
@@ -211,8 +210,10 @@ def _read_rows(base: Path | None) -> dict[str, dict]:
     """The previous version's images.json rows: their placeholders cost nothing to reuse."""
     if base is None:
         return {}
+    from starbuild.store.jsonfast import loads
+
     try:
-        data = json.loads((base / IMAGES_JSON).read_text())
+        data = loads((base / IMAGES_JSON).read_bytes())
     except (OSError, ValueError):
         return {}
     rows = data.get("images") if isinstance(data, dict) else None
@@ -324,10 +325,11 @@ def _publish_list(delivery: Delivery, d: Deliverer) -> None:
         for rec in records:
             path = d.object_path(rec) if _safe(rec) else None
             if path is not None:
-                delivery.files.append((rec["path"], path))
+                delivery.files.append((rec["path"], path, rec["sha256"]))
 
 
 def images_json(delivery: Delivery, version: int) -> bytes:
     """The web manifest: per asset src, size, sha256, srcset per format and a placeholder data URL."""
-    data = {"version": version, "images": delivery.images}
-    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+    from starbuild.store.jsonfast import pretty
+
+    return pretty({"version": version, "images": delivery.images})

@@ -8,6 +8,7 @@ from typing import Any
 from starbuild.engine.build import asset_dir, cache_dir
 from starbuild.config.project import Project
 from starbuild.errors import UsageError
+from starbuild.store.fileindex import FileIndex, restore_version
 from starbuild.store.lockfile import LOCK_NAME, Lock, read_lock, write_lock
 from starbuild.store.objects import ObjectStore
 
@@ -36,9 +37,10 @@ def list_versions(project: Project) -> list[dict[str, Any]]:
     return rows
 
 
-def rollback(project: Project, version: int) -> None:
-    """Make a version current and write the lockfile its manifest records."""
-    from starbuild.engine.project_lock import project_lock
+def rollback(project: Project, version: int) -> list[str]:
+    """Make a version current and write the lockfile its manifest records; the paths of files that
+    were edited in place and could not be restored (their object is gone from the store too)."""
+    from starbuild.engine.project_lock import LOCK_DIR, project_lock
 
     assets = asset_dir(project)
     if version not in assets.versions():
@@ -51,6 +53,9 @@ def rollback(project: Project, version: int) -> None:
 
     with project_lock(project.root, cache_dir(project)):
         check_output(project, assets)  # a `current` copied into a real folder is repaired or refused
+        index = FileIndex.load(project.root / LOCK_DIR)
+        lost = restore_version(assets.version_path(version), manifest, ObjectStore(cache_dir(project)), index)
+        index.save(prune=False)
         assets.set_current(version)
         write_lock(project.root / LOCK_NAME, Lock(asset_version=version, assets=manifest["assets"],
                                                   atlases=manifest.get("atlases") or {}))
@@ -58,6 +63,7 @@ def rollback(project: Project, version: int) -> None:
             from starbuild.store.export import export_current
 
             export_current(project.root, project.config.output.export, assets)
+    return lost
 
 
 def _shas(entry: dict) -> set[str]:
@@ -89,7 +95,7 @@ def collect_garbage(project: Project, *, dry_run: bool = False) -> Garbage:
     after its asset was edited away) is a paid image nobody has: it and its objects are kept.
     """
     from starbuild.engine.journal import Journal
-    from starbuild.engine.project_lock import project_lock
+    from starbuild.engine.project_lock import LOCK_DIR, project_lock
 
     cache = cache_dir(project)
     store = ObjectStore(cache)

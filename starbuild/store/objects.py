@@ -12,11 +12,14 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starbuild.errors import ConfigError, Issue, StoreError
 from starbuild.store.lockcheck import check_assets, is_sha256, parse_json, rel_path_problem
 from starbuild.store.lockfile import atomic_write, dump_json
+
+if TYPE_CHECKING:
+    from starbuild.store.fileindex import FileIndex
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
 CURRENT = "current"
@@ -160,33 +163,47 @@ class AssetDir:
         check_assets(data, text, shown, f"restore {shown} or delete version v{n:04d}")
         return data
 
-    def publish(self, number: int, files: list[tuple[str, Path | str]], manifest: dict[str, Any]) -> Path:
-        """Write version ``number`` from (relative path, source file) pairs, then make it current."""
+    def publish(self, number: int, files: list[tuple[str, Path | str] | tuple[str, Path | str, str | None]],
+                manifest: dict[str, Any], index: "FileIndex | None" = None) -> Path:
+        """Write version ``number`` from (relative path, source file[, sha256]) items, then make it current.
+
+        With an ``index``, a file given with its sha256 is linked from the current version when that
+        version holds it untouched (see fileindex.py), else copied and checked against the hash on
+        the way; without one every file is copied.
+        """
+        from starbuild.store.fileindex import link_or_copy
+
         self.root.mkdir(parents=True, exist_ok=True)
         self.clean_partial()
+        base = self.current_path()
         final = self.version_path(number)
         if final.exists():
             raise StoreError(f"{final} already exists; another run may have published it")
         tmp = self.root / f".{final.name}.tmp-{os.getpid()}"
-        for rel, _ in files:
+        for rel, *_ in files:
             problem = rel_path_problem(rel)
             if problem:
                 raise StoreError(f"cannot publish {problem}")
         try:
             made: set[str] = set()
             top = str(tmp)
-            for rel, src in files:  # plain strings: pathlib costs more per file than it saves
+            old = str(base) if base is not None else None
+            for rel, src, *sha in files:  # plain strings: pathlib costs more per file than it saves
                 dest = f"{top}/{rel}"
                 parent = os.path.dirname(dest)
                 if parent not in made:
                     os.makedirs(parent, exist_ok=True)
                     made.add(parent)
-                _copy_out(src, dest)
+                link_or_copy(f"{old}/{rel}" if old else None, src, dest, sha[0] if sha else None, index)
             atomic_write(tmp / MANIFEST, dump_json(manifest))
             os.rename(tmp, final)
-        except OSError as exc:
+        except (OSError, StoreError) as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(exc, StoreError):
+                raise
             raise StoreError(f"cannot write version {final}: {exc}") from exc
+        if index is not None:
+            index.save()
         self.set_current(number)
         return final
 
@@ -240,12 +257,6 @@ def read_pointer(path: Path) -> str | None:
     except (OSError, UnicodeDecodeError):
         return None
     return text[len(POINTER_PREFIX):] if text.startswith(POINTER_PREFIX) else None
-
-
-def _copy_out(src: Path, dest: Path) -> None:
-    """A copy, never a hard link: an in-place edit of a published file must not reach the store or
-    other versions (shutil.copyfile lets the kernel copy the bytes)."""
-    shutil.copyfile(src, dest)
 
 
 def file_sha256(path: Path) -> str | None:
