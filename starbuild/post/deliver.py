@@ -238,7 +238,7 @@ def deliver(project: Project, entries: dict[str, dict], templates: dict[str, str
     units = d.units(entries, templates)
     todo = [u for u in units if u.job is not None]
     results = run_jobs([u.job for u in todo], workers)
-    delivery = Delivery(entries={k: dict(v) for k, v in entries.items()}, temp_dir=store.temp_dir())
+    delivery = Delivery(entries=dict(entries), temp_dir=store.temp_dir())  # entries copied where changed
     for u, r in zip(todo, results):
         if not r.error:
             delivery.processed += d.absorb(u, r)
@@ -268,9 +268,12 @@ def _record(delivery: Delivery, units: list[_Unit], previous: dict[str, dict], r
         recipe = group[0].recipe
         failed = name in delivery.failures
         if not recipe.active:
-            entry.pop("outputs", None)
-            entry.pop("post", None)
+            if "outputs" in entry or "post" in entry:
+                entry = delivery.entries[name] = dict(entry)  # the caller's entries stay as they were
+                entry.pop("outputs", None)
+                entry.pop("post", None)
         else:
+            entry = delivery.entries[name] = dict(entry)
             entry["post"] = None if failed else recipe.key()
             entry["outputs"] = [] if failed else [o for u in group for o in _outputs(u)]
         if failed:
