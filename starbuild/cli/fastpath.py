@@ -241,9 +241,25 @@ class _Tee:
         return getattr(self._stream, name)
 
 
+def _skip_httpx_cli() -> None:
+    """httpx imports its own command line (click, rich, pygments: a third of its import time) when
+    those are installed, as they are here; starbuild's command line never uses it."""
+    if "httpx" not in sys.modules and "httpx._main" not in sys.modules:
+        import types
+
+        stub = types.ModuleType("httpx._main")
+
+        def main(*args: object, **kwargs: object) -> None:
+            raise SystemExit("the httpx command line is not loaded inside starbuild")
+
+        stub.main = main  # type: ignore[attr-defined]
+        sys.modules["httpx._main"] = stub
+
+
 def entry() -> None:
     """``starbuild``: the cached answer when it is valid, else the click command line."""
     argv = sys.argv[1:]
+    _skip_httpx_cli()
     if argv in (["--help"], ["-h"]) and _help_fits():
         from starbuild.cli.helptext import HELP
 
