@@ -190,3 +190,21 @@ def test_a_wiped_cache_reuses_the_published_outputs(project, tmp_path):
     lock = project.lock()["assets"]
     assert lock["icons/a"] == before["assets"]["icons/a"]
     assert (project.root / "assets" / "current" / "icons" / "a-32.webp").is_file()
+
+
+def test_export_rewrites_a_file_edited_in_place_with_the_same_size(project, tmp_path):
+    """Kept files are known by the inode, size and mtime recorded when they were written; an edit
+    in place changes the mtime, so the edited file is hashed, found changed and written again."""
+    target = tmp_path / "game" / "Generated"
+    project.config(CONFIG.format(export="../game/Generated", items="[a, b]"))
+    assert project.run("build", "--offline").exit_code == 0
+    exported = target / "icons" / "a.png"
+    original = exported.read_bytes()
+    stats = json.loads((target / RECORD).read_text())["stat"]
+    assert stats["icons/a.png"] == [exported.stat().st_ino, len(original), exported.stat().st_mtime_ns]
+    with exported.open("r+b") as fh:
+        fh.seek(60)
+        fh.write(b"\x00\xff" * 4)
+    project.config(CONFIG.format(export="../game/Generated", items="[a, b, c]"))
+    assert project.run("build", "--offline").exit_code == 0
+    assert exported.read_bytes() == original

@@ -2,7 +2,8 @@
 
 Safe by construction: files are written through temp files in their folder and renamed into place;
 only files this mirror wrote before (listed in ``.starbuild-export.json`` there) are ever removed,
-and only while they still hold what was written; a symlink anywhere under the folder is never
+and only while they still hold what was written (known from the inode, size and mtime recorded
+when they were written, else by hashing them); a symlink anywhere under the folder is never
 followed (a file behind one is skipped and reported).
 """
 
@@ -62,13 +63,31 @@ def _sha(path: Path) -> str | None:
     return h.hexdigest()
 
 
-def _read_record(root: Path) -> dict[str, str]:
+def _read_record(root: Path) -> tuple[dict[str, str], dict[str, list]]:
+    """The files this mirror wrote ({path: sha256}) and their stat when written ({path: [ino, size,
+    mtime_ns]}): a file whose stat still matches holds what was written, without reading it."""
     try:
         data = json.loads((root / RECORD).read_text())
     except (OSError, ValueError):
-        return {}
-    files = data.get("files") if isinstance(data, dict) else None
-    return {k: v for k, v in (files or {}).items() if isinstance(k, str) and isinstance(v, str)}
+        return {}, {}
+    if not isinstance(data, dict):
+        return {}, {}
+    files, stats = data.get("files"), data.get("stat")
+    return ({k: v for k, v in (files or {}).items() if isinstance(k, str) and isinstance(v, str)},
+            stats if isinstance(stats, dict) else {})
+
+
+def _stat_key(path: Path) -> list | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return [st.st_ino, st.st_size, st.st_mtime_ns] if stat.S_ISREG(st.st_mode) else None
+
+
+def _holds(path: Path, sha: str, recorded: list | None) -> bool:
+    """The file still holds ``sha``: its stat is the one recorded when it was written, else its hash."""
+    return (recorded is not None and _stat_key(path) == recorded) or _sha(path) == sha
 
 
 def _copy(src: Path, dest: Path) -> None:
@@ -92,28 +111,33 @@ def export_version(version_dir: Path, root: Path, files: dict[str, str]) -> Expo
     report = ExportReport()
     try:
         root.mkdir(parents=True, exist_ok=True)
-        before = _read_record(root)
+        before, stats = _read_record(root)
         now: dict[str, str] = {}
+        now_stats: dict[str, list] = {}
         for rel, sha in sorted(files.items()):
             dest = root / rel
             if not _safe_parent(root, rel):
                 report.skipped.append(rel)
                 continue
-            if before.get(rel) == sha and _sha(dest) == sha:
+            if before.get(rel) == sha and _holds(dest, sha, stats.get(rel)):
                 report.kept += 1
             else:
                 _copy(version_dir / rel, dest)
                 report.written += 1
             now[rel] = sha
+            key = _stat_key(dest)
+            if key is not None:
+                now_stats[rel] = key
         for rel, sha in sorted(before.items()):
             if rel in now or not _safe_parent(root, rel):
                 continue
             dest = root / rel
-            if _sha(dest) == sha:  # still ours: the user has not replaced it
+            if _holds(dest, sha, stats.get(rel)):  # still ours: the user has not replaced it
                 dest.unlink()
                 report.removed += 1
                 _prune_dirs(root, dest.parent)
-        atomic_write(root / RECORD, (json.dumps({"files": now}, indent=2, sort_keys=True) + "\n").encode())
+        record = {"files": now, "stat": now_stats}
+        atomic_write(root / RECORD, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
     except OSError as exc:
         raise StoreError(f"cannot export to {root}: {exc}") from exc
     return report
