@@ -410,3 +410,27 @@ def test_gc_learns_that_a_record_of_an_earlier_starbuild_was_published(project, 
     api_build(project, emulator)  # v0001 (the old image) is pruned
     res = project.run("gc")
     assert "removed 1 unreferenced" in res.stdout and "kept" not in res.stdout, res.stdout
+
+
+def test_a_refused_task_query_does_not_leave_a_paid_image_for_the_next_build(project):
+    """A 400 to GET /v1/tasks/{id} (a proxy that rejects the request, as the echo_headers fault does)
+    says nothing about the task, which is paid for: the query is retried and the image downloaded
+    in the same build."""
+    emulator = Emulator(EmulatorConfig(render="plain"))
+    refused: set[str] = set()
+
+    async def first_query_refused(scope, receive, send):
+        path = scope.get("path", "")
+        if scope["type"] == "http" and scope["method"] == "GET" and path.startswith("/v1/tasks/") \
+                and path not in refused:
+            refused.add(path)
+            response = emulator.error(400, "invalid_request", "Request rejected by the gateway")
+            await response(scope, receive, send)
+            return
+        await emulator(scope, receive, send)
+
+    project.config(matrix_config(4))
+    report = api_build(project, emulator, transport=httpx.ASGITransport(app=first_query_refused))
+    assert len(refused) == 4 and len(emulator.ledger) == 4
+    assert report.exit_code == 0 and report.count(Outcome.BUILT) == 4
+    assert all(e.get("files") for e in project.lock()["assets"].values())

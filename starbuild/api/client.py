@@ -135,11 +135,12 @@ class StarMagicClient:
         return {"Authorization": f"Bearer {self._key}"} if self._key else {}
 
     async def _send(self, method: str, url: str, *, auth: bool, once: bool = False, deadline: float | None = None,
-                    **kwargs: Any) -> httpx.Response:
+                    retry_also: tuple[int, ...] = (), **kwargs: Any) -> httpx.Response:
         """One logical request with retries.
 
         ``once``: a single attempt whose errors go to the caller, and a lost answer (the request
         may have been received) is UnknownOutcomeError, for requests that must not be repeated blind.
+        ``retry_also``: statuses retried like a 5xx for this request.
         """
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -176,6 +177,8 @@ class StarMagicClient:
                 if resp.status_code < 400:
                     return resp
                 err = error_from_response(resp, (self._key,) if self._key else ())
+                if resp.status_code in retry_also and not isinstance(err, TransientApiError):
+                    err = TransientApiError(str(err), status=err.status, code=err.code)
                 if once or not isinstance(err, TransientApiError):
                     raise err
                 if isinstance(err, RateLimitError) and self.on_rate_limit:
@@ -199,8 +202,11 @@ class StarMagicClient:
                                       "it may have been billed") from None
 
     async def task(self, task_id: str) -> Task:
-        """GET /v1/tasks/{id}."""
-        resp = await self._send("GET", f"{self.base_url}/v1/tasks/{quote(task_id, safe='')}", auth=True)
+        """GET /v1/tasks/{id}. A 400 is retried: a query of an id the API issued has nothing in it to be
+        invalid, so the refusal comes from something on the way (a proxy, a gateway), and the task
+        is paid for; giving up on it at once would leave its image for the next build."""
+        resp = await self._send("GET", f"{self.base_url}/v1/tasks/{quote(task_id, safe='')}", auth=True,
+                                retry_also=(400,))
         try:
             task = parse_task(resp.json())
         except ValueError:
