@@ -82,9 +82,8 @@ def corrupt_assets(new_assets: dict[str, dict[str, Any]], store: ObjectStore, ba
     current version either. The bad object is removed on the way (a miss, never published). An
     object that is simply missing is not corruption: the publish step reuses what it can. Only
     files the current version does not hold untouched are read (see store/fileindex.py)."""
-    index = index or FileIndex(Path("."))  # none: every file is read
     bad = []
-    top = str(base) if base is not None else None
+    top = str(base) if base is not None and index is not None else None  # without an index every file is read
     for name, entry in new_assets.items():
         for f in entry.get("files") or []:
             sha = f.get("sha256", "")

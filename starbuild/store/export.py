@@ -85,9 +85,9 @@ def _stat_key(path: Path) -> list | None:
     return [st.st_ino, st.st_size, st.st_mtime_ns] if stat.S_ISREG(st.st_mode) else None
 
 
-def _holds(path: Path, sha: str, recorded: list | None) -> bool:
-    """The file still holds ``sha``: its stat is the one recorded when it was written, else its hash."""
-    return (recorded is not None and _stat_key(path) == recorded) or _sha(path) == sha
+def _holds(path: Path, sha: str, key: list | None, recorded: list | None) -> bool:
+    """The file still holds ``sha``: its stat ``key`` is the one recorded when it was written, else its hash."""
+    return (key is not None and key == recorded) or _sha(path) == sha
 
 
 def _copy(src: Path, dest: Path) -> None:
@@ -119,20 +119,21 @@ def export_version(version_dir: Path, root: Path, files: dict[str, str]) -> Expo
             if not _safe_parent(root, rel):
                 report.skipped.append(rel)
                 continue
-            if before.get(rel) == sha and _holds(dest, sha, stats.get(rel)):
+            key = _stat_key(dest)
+            if before.get(rel) == sha and _holds(dest, sha, key, stats.get(rel)):
                 report.kept += 1
             else:
                 _copy(version_dir / rel, dest)
                 report.written += 1
+                key = _stat_key(dest)
             now[rel] = sha
-            key = _stat_key(dest)
             if key is not None:
                 now_stats[rel] = key
         for rel, sha in sorted(before.items()):
             if rel in now or not _safe_parent(root, rel):
                 continue
             dest = root / rel
-            if _holds(dest, sha, stats.get(rel)):  # still ours: the user has not replaced it
+            if _holds(dest, sha, _stat_key(dest), stats.get(rel)):  # still ours: the user has not replaced it
                 dest.unlink()
                 report.removed += 1
                 _prune_dirs(root, dest.parent)

@@ -20,13 +20,13 @@ every pruned version changes a shared file's ctime, which would make the record 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from pathlib import Path
 
 from starbuild.errors import StoreError
 from starbuild.store.lockfile import atomic_write
+from starbuild.store.objects import copy_hashing, file_sha256
 
 INDEX_NAME = "published-files.json"
 FORMAT = 1
@@ -111,12 +111,7 @@ def copy_checked(src: str | Path, dest: str, sha: str | None) -> None:
 
         shutil.copyfile(src, dest)
         return
-    digest = hashlib.sha256()
-    with open(src, "rb") as fin, open(dest, "wb") as fout:
-        while chunk := fin.read(1 << 20):
-            digest.update(chunk)
-            fout.write(chunk)
-    if digest.hexdigest() != sha:
+    if copy_hashing(src, dest) != sha:
         os.unlink(dest)
         raise StoreError(f"{src} no longer hashes to {sha[:12]}… (damaged on disk); it was not published. "
                          "Build again: the damaged copy is treated as missing")
@@ -157,7 +152,6 @@ def restore_version(folder: Path, manifest: dict, store, index: FileIndex) -> li
     hashed; one that no longer matches is replaced by a checked copy from the store (which no edit
     can reach). Returns the paths that could not be restored (their object is gone too)."""
     from starbuild.store.lockcheck import rel_path_problem
-    from starbuild.store.objects import file_sha256
 
     lost = []
     for rec in version_records(manifest):

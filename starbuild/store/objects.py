@@ -271,3 +271,15 @@ def file_sha256(path: Path) -> str | None:
     except OSError:
         return None
     return digest.hexdigest()
+
+
+def copy_hashing(src: str | Path, dest: str | Path) -> str:
+    """Copy a file, hashing the bytes on the way; their sha256. OSError goes to the caller."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(src, "rb") as fin, open(dest, "wb") as fout:
+        while chunk := fin.read(1 << 20):
+            digest.update(chunk)
+            fout.write(chunk)
+    return digest.hexdigest()

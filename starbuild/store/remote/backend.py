@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from starbuild.errors import RemoteCacheError
+from starbuild.store.objects import copy_hashing
 
 
 @dataclass(frozen=True)
@@ -97,19 +98,15 @@ class FileBackend:
         return await asyncio.to_thread(self._download, key, dest)
 
     def _download(self, key: str, dest: Path) -> tuple[bool, str | None]:
-        digest = hashlib.sha256()
         try:
-            with open(self._path(key), "rb") as src, open(dest, "wb") as out:
-                while chunk := src.read(1 << 20):
-                    digest.update(chunk)
-                    out.write(chunk)
+            digest = copy_hashing(self._path(key), dest)
         except FileNotFoundError:
             dest.unlink(missing_ok=True)
             return False, None
         except OSError as exc:
             dest.unlink(missing_ok=True)
             raise RemoteCacheError(f"remote cache {self.url}: cannot read {key}: {exc.strerror or exc}") from None
-        return True, digest.hexdigest()
+        return True, digest
 
     async def create(self, key: str, data: bytes) -> Written | None:
         return await asyncio.to_thread(self._create, key, data)
