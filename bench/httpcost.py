@@ -1,5 +1,6 @@
-"""What one HTTP request costs the client in CPU: httpx with starbuild's pool, httpx's client layer
-alone, and a bare keep-alive HTTP/1.1 GET over asyncio streams (the floor).
+"""What one HTTP request costs the client in CPU: httpx over its own transport, httpx over starbuild's
+pool and wire (what builds use), httpx's client layer alone, and a bare keep-alive HTTP/1.1 GET over
+asyncio streams (the floor).
 
 The emulator runs in a process of its own, so only the client's CPU is counted (process_time of
 this process). Each figure is the median over rounds of REQUESTS task queries, 50 in flight.
@@ -23,23 +24,32 @@ IN_FLIGHT = 50
 PATH = "/v1/tasks/task-unknown"
 
 
+async def _httpcore(url: str, n: int) -> float:
+    """httpx's own transport (httpcore), as starbuild used it before it had its own wire."""
+    async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(), base_url=url,
+                                 limits=httpx.Limits(max_connections=IN_FLIGHT)) as client:
+        return await _measure(client, n)
+
+
+async def _measure(client: httpx.AsyncClient, n: int) -> float:
+    gate = asyncio.Semaphore(IN_FLIGHT)
+
+    async def one() -> None:
+        async with gate:
+            resp = await client.get(PATH, headers={"Authorization": "Bearer bench"})
+            await resp.aread()
+
+    await asyncio.gather(*(one() for _ in range(IN_FLIGHT)))  # connections opened
+    start = time.process_time()
+    await asyncio.gather(*(one() for _ in range(n)))
+    return (time.process_time() - start) / n
+
+
 async def _httpx(url: str, n: int) -> float:
     from starbuild.api.pool import StackPool
 
-    transport = httpx.AsyncHTTPTransport()
-    transport._pool = StackPool(None)  # noqa: SLF001 - as StarMagicClient builds it
-    async with httpx.AsyncClient(transport=transport, base_url=url) as client:
-        gate = asyncio.Semaphore(IN_FLIGHT)
-
-        async def one() -> None:
-            async with gate:
-                resp = await client.get(PATH, headers={"Authorization": "Bearer bench"})
-                await resp.aread()
-
-        await asyncio.gather(*(one() for _ in range(IN_FLIGHT)))  # connections opened
-        start = time.process_time()
-        await asyncio.gather(*(one() for _ in range(n)))
-        return (time.process_time() - start) / n
+    async with httpx.AsyncClient(transport=StackPool(), base_url=url) as client:
+        return await _measure(client, n)
 
 
 async def _client_layer(n: int) -> float:
@@ -92,9 +102,11 @@ def main() -> None:
             raise SystemExit(f"the emulator did not start: {line}")
         host, port = match.group(1), int(match.group(2))
         url = f"http://{host}:{port}"
-        figures = {"httpx + starbuild's pool": [], "httpx client layer only": [], "bare asyncio GET": []}
+        figures = {"httpx + its own transport (httpcore)": [], "httpx + starbuild's pool and wire": [],
+                   "httpx client layer only": [], "bare asyncio GET": []}
         for _ in range(args.rounds):
-            figures["httpx + starbuild's pool"].append(asyncio.run(_httpx(url, args.requests)))
+            figures["httpx + its own transport (httpcore)"].append(asyncio.run(_httpcore(url, args.requests)))
+            figures["httpx + starbuild's pool and wire"].append(asyncio.run(_httpx(url, args.requests)))
             figures["httpx client layer only"].append(asyncio.run(_client_layer(args.requests)))
             figures["bare asyncio GET"].append(asyncio.run(_bare(host, port, args.requests)))
         floor = statistics.median(figures["bare asyncio GET"])

@@ -102,6 +102,7 @@ def test_ssl_cert_file_is_the_trust_store(tmp_path, clean_proxy_env):
     clean_proxy_env.setenv("SSL_CERT_FILE", str(tmp_path / "corp-ca.pem"))
     clean_proxy_env.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
     transport = network_transport()
-    contexts = [transport._direct._pool._ssl_context, transport._ssl_context]
-    for context in contexts:  # direct and proxied requests alike trust exactly the given CA
-        assert len(context.get_ca_certs()) == 1
+    context = transport._direct.ssl_context()
+    assert len(context.get_ca_certs()) == 1
+    # Proxied requests trust exactly the same CA.
+    assert transport.via("http://proxy.invalid:3128")._pool._ssl_context is context

@@ -18,7 +18,7 @@ TASK = "/v1/tasks/task-unified-1757156493-abcdefgh"  # unknown: a small 404, fin
 
 
 def _idle(transport) -> list:
-    return [c for stack in transport._pool._idle.values() for c in stack]
+    return [c for stack in transport._idle.values() for c in stack]
 
 
 def test_sequential_requests_reuse_one_connection():
@@ -51,7 +51,7 @@ def test_concurrent_requests_each_get_a_connection_and_give_it_back():
             assert {a.status_code for a in answers} == {404}
             idle = _idle(transport)
             assert 1 < len(idle) <= 12 and len(set(map(id, idle))) == len(idle)
-            assert transport._pool._busy == set()
+            assert transport._busy == set()
             async with client.stream("GET", TASK, headers={"Authorization": f"Bearer {KEY}"}) as resp:
                 assert len(_idle(transport)) == len(idle) - 1  # a streamed body holds its connection
                 await resp.aread()
@@ -124,7 +124,7 @@ def test_a_refused_connection_is_an_httpx_error_and_leaves_nothing_behind():
         async with httpx.AsyncClient(transport=transport) as client:
             with pytest.raises(httpx.ConnectError):
                 await client.get(f"http://127.0.0.1:{port}/")
-            assert _idle(transport) == [] and transport._pool._busy == set()
+            assert _idle(transport) == [] and transport._busy == set()
 
     asyncio.run(go())
 

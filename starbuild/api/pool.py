@@ -1,107 +1,95 @@
-"""A connection pool whose cost per request does not grow with the requests in flight.
+"""The API client's transport: a pool of HTTP/1.1 connections whose cost per request does not grow
+with the requests in flight, and the environment's proxies.
 
-httpcore's pool walks every connection, polling each idle socket, on every request and every
-response close; with 50 requests in flight that walk was most of a build's CPU. Here idle
-connections wait in a stack per origin: a request pops one (checking only that one), a finished
-response pushes it back. HTTP/1.1 only, one request per connection at a time, as before.
+Idle connections wait in a stack per origin: a request pops one (checking only that one), a
+finished answer pushes its connection back. One request per connection at a time. The wire itself
+is starbuild's own (``http1``), not httpcore's: see that module for why and for what it speaks.
 """
 
 from __future__ import annotations
 
 import ssl
-from typing import AsyncIterator
+import time
 
-import httpcore
 import httpx
+
+from starbuild.api.http1 import Connection
 
 MAX_IDLE = 64
 # Under the 5 s keep-alive of common servers (uvicorn's, so the emulator's): reusing a connection
 # the server is closing at that moment would lose a submission's answer (an unknown outcome).
 KEEPALIVE_EXPIRY = 4.0
+_PORTS = {"http": 80, "https": 443}
 
 
-class StackPool:
-    """The pool handed to httpx's transport in place of httpcore's."""
+class StackPool(httpx.AsyncBaseTransport):
+    """httpx's transport for direct requests: the pool and starbuild's HTTP/1.1 connections."""
 
-    def __init__(self, ssl_context: ssl.SSLContext | None):
+    def __init__(self, ssl_context: ssl.SSLContext | None = None):
         self._ssl_context = ssl_context
-        self._idle: dict[tuple, list[httpcore.AsyncHTTPConnection]] = {}
-        self._busy: set[httpcore.AsyncHTTPConnection] = set()
+        self._idle: dict[tuple, list[Connection]] = {}
+        self._busy: set[Connection] = set()
 
-    def _checkout(self, origin: httpcore.Origin) -> tuple[httpcore.AsyncHTTPConnection, list]:
-        stack = self._idle.get(_key(origin))
+    def ssl_context(self) -> ssl.SSLContext:
+        """The TLS context, made at the first https request (loading a CA bundle takes milliseconds)."""
+        if self._ssl_context is None:
+            self._ssl_context = httpx.create_ssl_context(trust_env=True)
+        return self._ssl_context
+
+    def _checkout(self, origin: tuple) -> tuple[Connection | None, list[Connection]]:
+        stack = self._idle.get(origin)
         stale = []
         while stack:
             conn = stack.pop()
             if conn.is_available() and not conn.has_expired():
                 return conn, stale
             stale.append(conn)
-        conn = httpcore.AsyncHTTPConnection(origin=origin, ssl_context=self._ssl_context,
-                                            keepalive_expiry=KEEPALIVE_EXPIRY)
-        return conn, stale
+        return None, stale
 
-    async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
-        conn, stale = self._checkout(request.url.origin)
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        if url.scheme not in _PORTS:
+            raise httpx.UnsupportedProtocol(f"{url.scheme!r} is not http or https", request=request)
+        origin = (url.scheme, url.raw_host.decode("ascii"), url.port or _PORTS[url.scheme])
+        conn, stale = self._checkout(origin)
         for old in stale:
-            await old.aclose()
+            old.close()
+        if conn is None:
+            timeout = (request.extensions.get("timeout") or {}).get("connect")
+            try:
+                conn = await Connection.open(origin, self.ssl_context() if url.scheme == "https" else None,
+                                             timeout, KEEPALIVE_EXPIRY)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                exc.request = request
+                raise
         self._busy.add(conn)
         try:
-            response = await conn.handle_async_request(request)
+            return await conn.send(request, self._give_back)
         except BaseException:
             self._busy.discard(conn)
-            await conn.aclose()
+            conn.close()
             raise
-        return httpcore.Response(status=response.status, headers=response.headers,
-                                 content=_Returning(response.stream, self, conn, request.url.origin),
-                                 extensions=response.extensions)
 
-    async def _give_back(self, conn: httpcore.AsyncHTTPConnection, origin: httpcore.Origin) -> None:
+    def _give_back(self, conn: Connection, reusable: bool) -> None:
         self._busy.discard(conn)
-        stack = self._idle.setdefault(_key(origin), [])
-        if stack and stack[0].has_expired():  # the longest idle one: swept here, one per response
-            await stack.pop(0).aclose()
-        if conn.is_idle() and len(stack) < MAX_IDLE:
+        if not reusable:
+            conn.close()
+            return
+        conn.idle_since(time.monotonic())
+        stack = self._idle.setdefault(conn.origin, [])
+        if stack and stack[0].has_expired():  # the longest idle one: swept here, one per answer
+            stack.pop(0).close()
+        if len(stack) < MAX_IDLE:
             stack.append(conn)
         else:
-            await conn.aclose()
+            conn.close()
 
     async def aclose(self) -> None:
         conns = [c for stack in self._idle.values() for c in stack] + list(self._busy)
         self._idle.clear()
         self._busy.clear()
         for conn in conns:
-            await conn.aclose()
-
-    async def __aenter__(self) -> "StackPool":
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-
-def _key(origin: httpcore.Origin) -> tuple[bytes, bytes, int]:
-    return origin.scheme, origin.host, origin.port
-
-
-class _Returning:
-    """A response body that hands its connection back to the pool once closed."""
-
-    def __init__(self, stream, pool: StackPool, conn: httpcore.AsyncHTTPConnection, origin: httpcore.Origin):
-        self._stream, self._pool, self._conn, self._origin = stream, pool, conn, origin
-        self._closed = False
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for part in self._stream:
-            yield part
-
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            await self._stream.aclose()
-        finally:
-            await self._pool._give_back(self._conn, self._origin)
+            conn.close()
 
 
 class ProxyRouter(httpx.AsyncBaseTransport):
@@ -111,10 +99,8 @@ class ProxyRouter(httpx.AsyncBaseTransport):
     once, when the client is made.
     """
 
-    def __init__(self, direct: httpx.AsyncBaseTransport, ssl_context: ssl.SSLContext,
-                 proxies: dict[str, str]):
+    def __init__(self, direct: StackPool, proxies: dict[str, str]):
         self._direct = direct
-        self._ssl_context = ssl_context
         self._proxies = proxies
         self._via: dict[str, httpx.AsyncHTTPTransport] = {}
 
@@ -131,11 +117,15 @@ class ProxyRouter(httpx.AsyncBaseTransport):
         proxy = self.proxy_for(request.url)
         if proxy is None:
             return await self._direct.handle_async_request(request)
+        return await self.via(proxy).handle_async_request(request)
+
+    def via(self, proxy: str) -> httpx.AsyncHTTPTransport:
+        """httpx's own transport through ``proxy`` (made once), with the direct requests' TLS context."""
         transport = self._via.get(proxy)
         if transport is None:
-            transport = self._via[proxy] = httpx.AsyncHTTPTransport(proxy=proxy, verify=self._ssl_context,
-                                                                     trust_env=False)
-        return await transport.handle_async_request(request)
+            transport = self._via[proxy] = httpx.AsyncHTTPTransport(proxy=proxy, trust_env=False,
+                                                                     verify=self._direct.ssl_context())
+        return transport
 
     async def aclose(self) -> None:
         for transport in [self._direct, *self._via.values()]:
@@ -143,17 +133,15 @@ class ProxyRouter(httpx.AsyncBaseTransport):
 
 
 def network_transport() -> httpx.AsyncBaseTransport:
-    """httpx's transport over a StackPool, honouring the environment like other HTTP tools do.
+    """A StackPool, honouring the environment like other HTTP tools do.
 
     TLS is verified against SSL_CERT_FILE / SSL_CERT_DIR when set (a corporate CA), else the
     bundled roots; requests go through HTTPS_PROXY / HTTP_PROXY unless NO_PROXY exempts the host.
     """
     import urllib.request
 
-    context = httpx.create_ssl_context(trust_env=True)
-    transport = httpx.AsyncHTTPTransport(trust_env=False)
-    transport._pool = StackPool(context)  # type: ignore[assignment]
+    transport = StackPool()
     proxies = urllib.request.getproxies_environment()
     if not any(k != "no" for k in proxies):
         return transport
-    return ProxyRouter(transport, context, proxies)
+    return ProxyRouter(transport, proxies)
