@@ -216,20 +216,27 @@ class StarMagicClient:
                            error_code=None if task.error_code is None else self.scrub(task.error_code)[:100])
         return task
 
-    async def download(self, url: str, dest_dir: Path, max_bytes: int = MAX_DOWNLOAD_BYTES) -> tuple[Path, str, int]:
-        """Stream a result link into a temp file in dest_dir: (path, sha256, bytes), within the deadline."""
+    async def download(self, url: str, dest_dir: Path, max_bytes: int = MAX_DOWNLOAD_BYTES,
+                       transform: Callable[[], Any] | None = None) -> tuple[Path, str, int]:
+        """Stream a result link into a temp file in dest_dir: (path, sha256, bytes), within the deadline.
+
+        ``transform`` makes, per attempt, an object whose ``feed(part)`` and ``end()`` return the
+        bytes to write in place of what arrived (a provenance stamp); the hash and size are of
+        what was written. ``max_bytes`` limits what arrives.
+        """
         try:
             async with asyncio.timeout(self.download_deadline):
-                return await self._download_attempts(url, dest_dir, max_bytes)
+                return await self._download_attempts(url, dest_dir, max_bytes, transform)
         except TimeoutError:
             raise TransientApiError(f"the download did not finish within {self.download_deadline:g} s") from None
 
-    async def _download_attempts(self, url: str, dest_dir: Path, max_bytes: int) -> tuple[Path, str, int]:
+    async def _download_attempts(self, url: str, dest_dir: Path, max_bytes: int,
+                                 transform: Callable[[], Any] | None) -> tuple[Path, str, int]:
         err: ApiError | None = None
         for attempt in range(self.retry.attempts):
             self.requests += 1
             try:
-                return await self._download_once(url, dest_dir, max_bytes)
+                return await self._download_once(url, dest_dir, max_bytes, transform() if transform else None)
             except (httpx.TransportError, OSError) as exc:
                 if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):
                     raise
@@ -241,10 +248,9 @@ class StarMagicClient:
         assert err is not None
         raise err
 
-    async def _download_once(self, url: str, dest_dir: Path, max_bytes: int) -> tuple[Path, str, int]:
+    async def _download_once(self, url: str, dest_dir: Path, max_bytes: int, transform: Any) -> tuple[Path, str, int]:
         digest = hashlib.sha256()
-        size = 0
-        dest_dir.mkdir(parents=True, exist_ok=True)
+        received = size = 0
         fd = -1
         tmp = dest_dir / f".download-{os.getpid()}-{self._rng.getrandbits(48):012x}.part"
         try:
@@ -257,13 +263,14 @@ class StarMagicClient:
                         raise NotFoundError("the result link has expired or is gone (links live 24 hours)",
                                             status=resp.status_code)
                     raise err
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                fd = _create(tmp)
                 async for chunk in resp.aiter_bytes(1 << 16):
-                    size += len(chunk)
-                    if size > max_bytes:
+                    received += len(chunk)
+                    if received > max_bytes:
                         raise ApiError(f"the result is larger than {max_bytes // 2**20} MB; refused")
-                    digest.update(chunk)
-                    os.write(fd, chunk)
+                    size += _write_all(fd, transform.feed(chunk) if transform else chunk, digest)
+                if transform is not None:
+                    size += _write_all(fd, transform.end(), digest)
                 os.fsync(fd)
         except BaseException:
             if fd >= 0:
@@ -294,6 +301,24 @@ class StarMagicClient:
         except (ValueError, KeyError, TypeError):
             raise ApiError("the file service answered without a file_url") from None
         return url, _expiry(info.get("expires_at"))
+
+
+def _create(path: Path) -> int:
+    """A new file for writing (its folder made if it went missing)."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+
+def _write_all(fd: int, data: bytes, digest: Any) -> int:
+    """Write all of ``data`` (a short write is continued, not lost) and hash it; its length."""
+    digest.update(data)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    return len(data)
 
 
 def _expiry(value: Any) -> float | None:

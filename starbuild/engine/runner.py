@@ -32,7 +32,7 @@ from starbuild.plan.planner import PlannedAsset
 from starbuild.plan.spec import GenerationSpec, InputRef
 from starbuild.spend.ledger import NullLedger
 from starbuild.store.objects import ObjectStore
-from starbuild.engine.verify import stamp_provenance, verify_image
+from starbuild.engine.verify import PngStamp, verify_image
 
 log = logging.getLogger("starbuild")
 Emit = Callable[[str, str, dict], None]
@@ -216,6 +216,7 @@ def named_files(name: str, files: list[dict]) -> list[dict]:
 
 
 LATE_ANSWER_SECONDS = 5.0  # how long a stopped build still waits for the answer to a submission
+INLINE_VERIFY = 256 * 1024  # bytes: a downloaded image this small is verified in the event loop
 
 
 class Stop(Exception):
@@ -615,16 +616,16 @@ class Runner:
         return task
 
     async def _download(self, url: str, dims: tuple[int, int] | None, stamp: dict[str, str] | None = None) -> dict:
-        tmp, sha, size = await self.client.download(url, self.store.temp_dir())
+        # The image carries where it came from (SPEC.md §8): stamped as it streams in, and stored
+        # and hashed as stamped.
+        tmp, sha, size = await self.client.download(url, self.store.temp_dir(),
+                                                    transform=(lambda: PngStamp(stamp)) if stamp else None)
         try:
-            info = await asyncio.to_thread(verify_image, tmp, dims)
+            # A small image is checked at once; a thread hop would cost more than the check.
+            info = verify_image(tmp, dims) if size <= INLINE_VERIFY else await asyncio.to_thread(verify_image, tmp, dims)
         except VerifyError:
             tmp.unlink(missing_ok=True)
             raise
-        stamped = await asyncio.to_thread(stamp_provenance, tmp, stamp) if stamp else None
-        if stamped is not None:
-            # The image carries where it came from (SPEC.md §8); it is stored, and hashed, as stamped.
-            sha, size = stamped
         self.store.add(tmp, sha)
         return {"path": f".{info.ext}", "sha256": sha, "bytes": size, "width": info.width,
                 "height": info.height, "format": info.format}

@@ -46,24 +46,42 @@ def verify_image(path: Path, dims: tuple[int, int] | None) -> ImageInfo:
     return ImageInfo(width, height, fmt.lower().replace("jpeg", "jpeg"), _EXT[fmt])
 
 
-def stamp_provenance(path: Path, fields: dict[str, str]) -> tuple[str, int] | None:
-    """Add ``starbuild:<key>`` text chunks to a PNG in place, before its IEND chunk; pixels and every
-    other byte stay as the API sent them. The stamped file's (sha256, size), hashed from the bytes
-    in hand; None (file untouched) when it is not a PNG ending in IEND."""
-    import hashlib
-    import struct
-    import zlib
+class PngStamp:
+    """Adds ``starbuild:<key>`` text chunks to a PNG before its IEND chunk while its bytes stream past
+    (``feed`` each part, then ``end``); pixels and every other byte stay as the API sent them.
 
-    data = path.read_bytes()
-    iend = data.rfind(b"IEND")
-    if not data.startswith(b"\x89PNG\r\n\x1a\n") or iend < 12 or iend + 8 != len(data):
-        return None
-    chunks = b""
-    for key, value in sorted(fields.items()):
-        body = f"starbuild:{key}".encode("latin-1") + b"\0" + str(value).encode("latin-1", "replace")
-        chunks += struct.pack(">I", len(body)) + b"tEXt" + body + struct.pack(">I", zlib.crc32(b"tEXt" + body))
-    stamped = data[:iend - 4] + chunks + data[iend - 4:]
-    tmp = path.with_name(path.name + ".stamp")
-    tmp.write_bytes(stamped)
-    tmp.replace(path)
-    return hashlib.sha256(stamped).hexdigest(), len(stamped)
+    The last 12 bytes are held back until the end: if the stream began as a PNG and ends in IEND,
+    the chunks go in before them and ``stamped`` is True; anything else passes through untouched.
+    """
+
+    _HOLD = 12  # an IEND chunk: length, type and CRC
+
+    def __init__(self, fields: dict[str, str]):
+        import struct
+        import zlib
+
+        self._chunks = b""
+        for key, value in sorted(fields.items()):
+            body = f"starbuild:{key}".encode("latin-1") + b"\0" + str(value).encode("latin-1", "replace")
+            self._chunks += struct.pack(">I", len(body)) + b"tEXt" + body + struct.pack(">I", zlib.crc32(b"tEXt" + body))
+        self._start = b""
+        self._tail = b""
+        self._total = 0
+        self.stamped = False
+
+    def feed(self, data: bytes) -> bytes:
+        self._total += len(data)
+        if len(self._start) < 8:
+            self._start += data[:8 - len(self._start)]
+        buf = self._tail + data
+        if len(buf) <= self._HOLD:
+            self._tail = buf
+            return b""
+        self._tail = buf[-self._HOLD:]
+        return buf[:-self._HOLD]
+
+    def end(self) -> bytes:
+        if (self._start == b"\x89PNG\r\n\x1a\n" and self._total >= 20 and self._tail[4:8] == b"IEND"):
+            self.stamped = True
+            return self._chunks + self._tail
+        return self._tail

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from starbuild.plan.spec import canonical_json, sha256_hex
-from starbuild.store.lockfile import atomic_write
 from starbuild.store.objects import ObjectStore
 
 
@@ -48,8 +47,15 @@ class DerivedIndex:
         return record
 
     def put(self, key: str, record: dict[str, Any]) -> None:
-        # A cache: a record lost to a crash is a miss, so it is not worth two fsyncs per file.
-        atomic_write(self._path(key), json.dumps(record, sort_keys=True).encode(), durable=False)
+        """Write a record in place. A cache: a record cut short by a crash does not parse and is a
+        miss, and writers of one key write the same bytes, so no temp file, rename or fsync."""
+        path = self._path(key)
+        data = json.dumps(record, sort_keys=True).encode()
+        try:
+            path.write_bytes(data)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
 
     def add_bytes(self, data: bytes) -> tuple[str, Path]:
         """Store bytes made in this process (metadata files, manifests); their sha256 and stored path."""

@@ -55,11 +55,14 @@ class ObjectStore:
     def add(self, tmp: Path, sha: str) -> Path:
         """Move a verified temp file into the store (a file already there wins)."""
         dest = self.path(sha)
-        dest.parent.mkdir(parents=True, exist_ok=True)
         if dest.exists():
             tmp.unlink(missing_ok=True)
-        else:
-            os.chmod(tmp, 0o444)
+            return dest
+        os.chmod(tmp, 0o444)
+        try:
+            os.replace(tmp, dest)
+        except FileNotFoundError:  # the first object under this prefix
+            dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, dest)
         return dest
 
