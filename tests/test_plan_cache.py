@@ -191,3 +191,22 @@ def test_the_plan_cache_can_be_turned_off(cached, monkeypatch):
     monkeypatch.setenv("STARBUILD_NO_PLAN_CACHE", "1")
     code, out = entry()
     assert code == 0 and out != "REPLAYED\n" and "2 unchanged" in out
+
+
+def test_the_command_line_loads_neither_httpx_cli_nor_pydantic_plugins(project):
+    """Two imports nothing in starbuild uses cost a quarter of a plan's start: httpx's own command
+    line and pydantic's plugin discovery (importlib.metadata and a scan of every installed package)."""
+    import subprocess
+
+    project.config("version: 1\nimages:\n  hero:\n    prompt: a hero\n")
+    probe = ("import atexit, sys\n"
+             "atexit.register(lambda: print(sorted(m for m in ('importlib.metadata', 'click.testing', 'rich')"
+             " if m in sys.modules), getattr(sys.modules.get('pydantic.plugin._loader'), '__file__', None),"
+             " file=sys.stderr))\n"
+             "sys.argv = ['starbuild', '-C', sys.argv[1], 'plan', '--offline']\n"
+             "from starbuild.cli.fastpath import entry\nentry()\n")
+    env = {**os.environ, "STARBUILD_NO_PLAN_CACHE": "1", "STARBUILD_CACHE_DIR": str(project.root / ".c")}
+    res = subprocess.run([sys.executable, "-c", probe, str(project.root)], capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.strip().splitlines()[-1] == "[] None"

@@ -17,7 +17,7 @@ MODES = ("auto", "read-write", "read-only", "off")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
 
 def is_loopback(host: str | None) -> bool:

@@ -31,7 +31,7 @@ def split_listen(value: str) -> tuple[str, int]:
 class Callback(BaseModel):
     """Callbacks instead of frequent polling: the API posts each task's result to ``url``/TOKEN."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     url: str | None = Field(None, description="public https address that forwards to listen (http only for a "
                                               "loopback host); default: the listen address itself, if loopback")

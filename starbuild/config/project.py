@@ -32,7 +32,7 @@ MIN_RATE_PER_SECOND = 1 / 3600
 
 class _Strict(BaseModel):
     # Strict: ``concurrency: "8"``, ``n: true`` and ``take: 1.5`` are errors, never coerced.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True, strict=True)
 
 
 class Provider(_Strict):

@@ -22,7 +22,7 @@ _SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
 
 def _color(v: Any, allow_auto: bool = False) -> Any:
@@ -178,7 +178,7 @@ def _step_schema(schema: dict[str, Any]) -> None:
 class Step(_Strict):
     """One step: a mapping with exactly one key, the step's name."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_step_schema)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True, json_schema_extra=_step_schema)
 
     trim: Trim | None = None
     crop: Crop | None = None
