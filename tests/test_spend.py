@@ -240,3 +240,26 @@ def test_ledger_a_build_stopped_while_submitting(project, monkeypatch, answer_af
     else:
         assert again.exit_code == 0 and again.results[0].outcome == Outcome.RESUMED
         assert spend["unknown"] == 0 and spend["credits_reserved"] == pytest.approx(em.ledger[0].credits)
+
+
+def test_ledger_lines_written_together_share_a_sync_and_close_syncs_the_rest(tmp_path, monkeypatch):
+    """A busy build's lines share fdatasyncs (one per line woke a thread and synced twice per image);
+    every line is synced by the time the ledger is closed."""
+    import time as _time
+
+    from starbuild.spend import ledger as ledger_module
+
+    synced: list[int] = []
+    monkeypatch.setattr(ledger_module, "_sync", lambda fd: synced.append(fd))
+    led = ledger_module.open_ledger(tmp_path / "cache", tmp_path)
+    for i in range(30):  # a line every 2 ms, as a busy build writes them
+        led.append({"event": "note", "asset": f"a{i}"})
+        _time.sleep(0.002)
+    _time.sleep(ledger_module._Syncer.GROUP * 6)
+    assert 1 <= len(synced) <= 6, synced  # a sync per line would be 30
+    before = len(synced)
+    led.append({"event": "note", "asset": "last"})
+    led.close()
+    assert len(synced) > before
+    lines = (tmp_path / "cache" / ledger_module.LEDGER_NAME).read_text().splitlines()
+    assert len(lines) == 31 and '"asset":"last"' in lines[-1]

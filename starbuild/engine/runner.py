@@ -242,6 +242,7 @@ class Runner:
     budget: Budget = field(init=False)
     uploads: UploadCache = field(default_factory=UploadCache)
     links: dict[str, str] = field(default_factory=dict)  # object sha -> fresh result link, never written
+    _tmp: Path | None = field(default=None, init=False, repr=False)  # the store's temp folder, made once
     ledger: Any = field(default_factory=NullLedger)  # the credits ledger (spend/ledger.py)
     stopping: bool = False
     prices: PriceBook = field(default_factory=PriceBook)
@@ -618,7 +619,9 @@ class Runner:
     async def _download(self, url: str, dims: tuple[int, int] | None, stamp: dict[str, str] | None = None) -> dict:
         # The image carries where it came from (SPEC.md §8): stamped as it streams in, and stored
         # and hashed as stamped.
-        tmp, sha, size = await self.client.download(url, self.store.temp_dir(),
+        if self._tmp is None:  # made once: the download makes it again should it go missing
+            self._tmp = self.store.temp_dir()
+        tmp, sha, size = await self.client.download(url, self._tmp,
                                                     transform=(lambda: PngStamp(stamp)) if stamp else None)
         try:
             # A small image is checked at once; a thread hop would cost more than the check.

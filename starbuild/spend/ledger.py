@@ -208,15 +208,20 @@ class Ledger:
 
 
 class _Syncer:
-    """fdatasyncs the ledger on a thread right after each write, so the build never waits on the disk.
+    """fdatasyncs the ledger on a thread soon after each write, so the build never waits on the disk.
 
-    One sync covers every line written before it. A line is on its way to the disk the moment its
-    write returns (a killed build keeps it); the sync makes it survive a power cut as well.
+    One sync covers every line written before it: the thread waits GROUP seconds after the first
+    unsynced line, so that the lines of a busy build share syncs (one per line woke a thread and
+    synced the disk twice per paid image). A line is on its way to the disk the moment its write
+    returns (a killed build keeps it); the sync makes it survive a power cut as well.
     """
+
+    GROUP = 0.05
 
     def __init__(self, fd: int, path: Path):
         self._fd, self._path = fd, path
         self._wanted = threading.Event()
+        self._woken = threading.Event()  # set only to cut a grouping wait short, at close
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="starbuild-ledger-sync", daemon=True)
         self._thread.start()
@@ -227,6 +232,8 @@ class _Syncer:
     def _loop(self) -> None:
         while True:
             self._wanted.wait()
+            if not self._stopping:
+                self._woken.wait(self.GROUP)  # lines written meanwhile share this sync
             self._wanted.clear()
             if self._stopping:
                 return
@@ -240,6 +247,7 @@ class _Syncer:
 
     def close(self) -> None:
         self._stopping = True
+        self._woken.set()
         self._wanted.set()
         self._thread.join()
         self._sync()
