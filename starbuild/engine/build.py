@@ -201,8 +201,9 @@ async def abuild(project: Project, options: BuildOptions | None = None, *, trans
                 report.offline = options.offline
                 order = {a.name: i for i, a in enumerate(plan.assets)}
                 report.results = sorted(report.results + _unbuilt(plan, report), key=lambda r: order.get(r.name, 0))
-                report.version = publish(project, lock, plan, report.results, store, assets, report.notes,
-                                         finish=review.finish)
+                with paused_gc():  # the version's tens of thousands of dicts, walked for nothing otherwise
+                    report.version = publish(project, lock, plan, report.results, store, assets, report.notes,
+                                             finish=review.finish)
                 if report.version is not None:
                     _mark_published(journal, project, report)
             finally:

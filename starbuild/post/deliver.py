@@ -69,6 +69,7 @@ class Deliverer:
         self.project, self.store, self.base = project, store, base
         self.index = DerivedIndex(cache, store)
         self.stored = store.listing()
+        self._paths: dict[str, Path] = {}  # stored objects' paths, each made once (asked for twice per file)
         self.previous_rows = _read_rows(base)
         self.previous_images = {str(r.get("sha256")): r["placeholder"] for r in self.previous_rows.values()
                                 if isinstance(r.get("placeholder"), str)}
@@ -76,8 +77,13 @@ class Deliverer:
     # --- where bytes are ---
     def object_path(self, record: dict[str, Any]) -> Path | None:
         """A stored object, else the previous version's file of the same path and content."""
-        if record.get("sha256") in self.stored or self.store.has(record.get("sha256", "")):
-            return self.store.path(record["sha256"])
+        sha = record.get("sha256")
+        known = self._paths.get(sha)  # type: ignore[arg-type]
+        if known is not None:
+            return known
+        if sha in self.stored or self.store.has(record.get("sha256", "")):
+            path = self._paths[sha] = self.store.path(record["sha256"])
+            return path
         if self.base is not None and (self.base / record.get("path", "")).is_file():
             candidate = self.base / record["path"]
             if candidate.stat().st_size == record.get("bytes"):

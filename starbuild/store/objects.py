@@ -32,12 +32,13 @@ class ObjectStore:
 
     def __init__(self, root: Path):
         self.root = root / "objects"
+        self._prefix = f"{self.root}{os.sep}"
 
     def path(self, sha: str) -> Path:
         # A hash from a lockfile, manifest or journal names a file here: never a path elsewhere.
         if not is_sha256(sha):
             raise StoreError(f"{sha!r} is not a sha256; the lockfile or cache may have been edited")
-        return self.root / sha[:2] / sha
+        return Path(f"{self._prefix}{sha[:2]}/{sha}")  # one Path made, not two joins (10,000s per publish)
 
     def has(self, sha: str) -> bool:
         return self.path(sha).is_file()
