@@ -50,3 +50,25 @@ def test_outside_an_event_loop_every_write_commits_at_once(tmp_path):
     other = Journal(tmp_path / "journal")
     journal.submitted("d" * 64, "dog", REQ, "task-unified-1-dddddddd", None)
     assert other.get("d" * 64)["state"] == SUBMITTED
+
+
+def test_what_waits_for_the_commit_sees_the_task_id_durable(tmp_path):
+    """'submitted' is said only once another process (a resumed build) would find the task id."""
+    seen: list[str] = []
+
+    async def go():
+        journal = Journal(tmp_path / "journal")
+        other = Journal(tmp_path / "journal")
+        try:
+            journal.submitted("d" * 64, "dog", REQ, "task-unified-1-dddddddd", None)
+            journal.then(lambda: seen.append(other.get("d" * 64)["state"]))
+            assert seen == []  # not before the end of the turn
+            await asyncio.sleep(0)
+            assert seen == [SUBMITTED]
+            journal.then(lambda: seen.append("nothing pending"))  # at once
+            assert seen[-1] == "nothing pending"
+        finally:
+            journal.close()
+            other.close()
+
+    asyncio.run(go())

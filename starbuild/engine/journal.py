@@ -24,7 +24,7 @@ import time
 import asyncio
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from starbuild.errors import StoreError
 
@@ -42,6 +42,7 @@ class Journal:
         self.directory = directory
         self._open: dict[int, Any] = {}  # id(cache) -> its transaction of this turn of the loop
         self._failure: StoreError | None = None  # a deferred commit that failed: every later write says so
+        self._after: list[Callable[[], None]] = []  # calls waiting for this turn's commit
         self.commits = 0
         with self._writing():
             directory = _usable_dir(directory)
@@ -85,14 +86,27 @@ class Journal:
     def commit(self) -> None:
         """Commit the pending writes (at the end of the turn, or now); StoreError when they fail."""
         txns, self._open = self._open, {}
-        with self._writing():
-            # Stored results first: a crash between the two commits then leaves a task both stored
-            # and in flight (harmless), never neither (which would submit it again).
-            for cache in (self._stored, self._inflight):
-                txn = txns.get(id(cache))
-                if txn is not None:
-                    self.commits += 1
-                    txn.__exit__(None, None, None)
+        after, self._after = self._after, []
+        try:
+            with self._writing():
+                # Stored results first: a crash between the two commits then leaves a task both stored
+                # and in flight (harmless), never neither (which would submit it again).
+                for cache in (self._stored, self._inflight):
+                    txn = txns.get(id(cache))
+                    if txn is not None:
+                        self.commits += 1
+                        txn.__exit__(None, None, None)
+        finally:  # a failed commit is reported on its own; what waited for it is still said
+            for fn in after:
+                fn()
+
+    def then(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` once this turn's writes are committed (at once when none are pending): what
+        the build tells the user about a task is never ahead of what a resumed build would know."""
+        if self._open:
+            self._after.append(fn)
+        else:
+            fn()
 
     def _commit_later(self) -> None:
         """The end-of-turn commit: a failure is kept and raised by the next write (never lost in the loop)."""

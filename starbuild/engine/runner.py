@@ -567,8 +567,9 @@ class Runner:
             log.warning("task %s of %s is not journaled (%s); it is still downloaded in this run",
                         task.id, asset.name, exc)
         self.ledger.settle(ledger_id, task.id, credits)
-        self.emit("submitted", asset.name, {"task_id": task.id, "credits": credits,
-                                            "estimated_time": task.estimated_time})
+        # Said once the journal holds the task id: a build killed on reading "submitted" resumes it.
+        self.journal.then(lambda: self.emit("submitted", asset.name, {
+            "task_id": task.id, "credits": credits, "estimated_time": task.estimated_time}))
         return task, slot, credits
 
     async def _poll_and_store(self, h: str, name: str, request: dict, task_id: str, credits: float | None,
