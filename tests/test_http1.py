@@ -152,6 +152,11 @@ def test_gzip_bodies_are_decoded():
     (b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n", "larger than 64 KiB"),
     (b"HTTP/1.1 200 OK\r\nContent-", "in the middle of the answer's head"),
     (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n", "switched protocols"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", "other than chunked"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n", "malformed chunk size"),
+    (b"HTTP/1.1 100 Continue\r\n\r\n" * 20, "interim answers without end"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n" + b"X: y\r\n" * 80 + b"\r\n",
+     "trailers without end"),
 ])
 def test_broken_answers_are_protocol_errors_and_the_connection_is_dropped(reply, match):
     with Scripted(lambda n, head: reply, close_after=True) as server:
@@ -281,3 +286,49 @@ def test_tls_with_an_untrusted_certificate_sends_nothing(certificate, monkeypatc
                     await client.task("task-unified-1757156493-abcdefgh")
         asyncio.run(go())
     assert server.requests == []
+
+
+def test_a_hang_up_the_event_loop_has_not_read_yet_is_seen_before_reuse():
+    """The server closes an idle kept-alive connection while the loop is busy elsewhere: the next
+    submission goes out on a new connection instead of into the dead one (an unknown outcome)."""
+    import time
+
+    def answer(n, head):
+        return ok()
+
+    class Closing(Scripted):
+        def _serve(self, conn):
+            conn.recv(65536)
+            conn.sendall(ok())
+            time.sleep(0.05)
+            conn.close()  # keep-alive ended by the server, after the answer
+
+    with Closing(answer) as server:
+        async def go():
+            async with StarMagicClient(server.url, "sk-test", retry=RetryPolicy(attempts=1)) as client:
+                await client.task("task-unified-1757156493-abcdefgh")
+                time.sleep(0.3)  # the loop is busy: the FIN reaches the socket, not the stream
+                return await client.submit({"model": "gpt-image-2", "prompt": "x"})
+        assert asyncio.run(go()).status == "pending"
+    assert server.accepted == 2
+
+
+def test_an_answer_that_does_not_decode_is_an_unknown_outcome_for_a_submission_and_retried_for_a_query():
+    broken = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 9\r\n\r\nnot gzip!"
+    with Scripted(lambda n, head: broken if n < 3 else ok()) as server:
+        async def go():
+            async with StarMagicClient(server.url, "sk-test", retry=RetryPolicy(attempts=3, base=0.01)) as client:
+                with pytest.raises(UnknownOutcomeError, match="could not be read"):
+                    await client.submit({"model": "gpt-image-2", "prompt": "x"})
+                return await client.task("task-unified-1757156493-abcdefgh")  # answer 2 broken, 3 fine
+        assert asyncio.run(go()).status == "pending"
+    assert len(server.requests) == 3
+
+
+@pytest.mark.parametrize("extra", [b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+                                   b"Keep-Alive: timeout=1\r\nContent-Length: 5\r\n"])
+def test_suspect_framing_or_a_short_keep_alive_is_not_reused(extra):
+    body = b"5\r\nhello\r\n0\r\n\r\n" if b"chunked" in extra else b"hello"
+    with Scripted(lambda n, head: b"HTTP/1.1 200 OK\r\n" + extra + b"\r\n" + body) as server:
+        answers, _ = get_all(server.url, times=2)
+    assert answers == [(200, b"hello")] * 2 and server.accepted == 2

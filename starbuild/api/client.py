@@ -154,6 +154,16 @@ class StarMagicClient:
             try:
                 async with asyncio.timeout(deadline):
                     resp = await self.http.request(method, url, headers=headers, **kwargs)
+            except (httpx.DecodingError, httpx.TooManyRedirects) as exc:
+                # An answer came, but not one that can be read (a body its Content-Encoding does not
+                # decode) or followed: the request was received, maybe billed.
+                if once:
+                    raise UnknownOutcomeError(
+                        f"the answer to the submission could not be read ({type(exc).__name__}); "
+                        "it may have been accepted and billed") from None
+                if isinstance(exc, httpx.TooManyRedirects):
+                    raise ApiError(f"{urlsplit(url).netloc}: too many redirects") from None
+                err = TransientApiError(f"{urlsplit(url).netloc}: an answer that does not decode")
             except (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL, UnicodeError) as exc:
                 # Refused by the HTTP stack before a byte was sent: nothing can have been billed.
                 raise NotSentError(f"the request to {urlsplit(url).netloc or url!r} could not be sent: "
@@ -241,6 +251,10 @@ class StarMagicClient:
                 if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):
                     raise
                 err = TransientApiError(f"download interrupted: {type(exc).__name__}")
+            except httpx.DecodingError:
+                err = TransientApiError("the result's body does not decode as its Content-Encoding says")
+            except httpx.TooManyRedirects:
+                raise ApiError("the result link redirects too many times") from None
             except TransientApiError as exc:
                 err = exc
             if attempt + 1 < self.retry.attempts:

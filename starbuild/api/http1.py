@@ -19,6 +19,8 @@ Content decoding (gzip and the like), redirects and everything above the wire st
 from __future__ import annotations
 
 import asyncio
+import re
+import select
 import ssl
 import time
 from typing import AsyncIterator
@@ -27,6 +29,9 @@ import httpx
 
 MAX_HEAD = 64 * 1024          # bytes of status line and headers
 READ_SIZE = 64 * 1024
+MAX_INTERIM = 16              # 1xx answers before the real one
+MAX_TRAILERS = 64             # trailer lines after a chunked body
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _NO_BODY = (204, 304)
 
 
@@ -57,8 +62,8 @@ class Connection:
                 reader, writer = await asyncio.open_connection(
                     host, port, ssl=ssl_context if secure else None, server_hostname=host if secure else None,
                     limit=MAX_HEAD)
-        except TimeoutError:
-            raise httpx.ConnectTimeout(f"no connection to {host}:{port} within {timeout:g} s") from None
+        except TimeoutError:  # asyncio's timeout, or the system's own (ETIMEDOUT)
+            raise httpx.ConnectTimeout(f"no connection to {host}:{port} in time") from None
         except (OSError, ssl.SSLError, ValueError) as exc:
             raise httpx.ConnectError(f"{host}:{port}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}") from None
         return cls(origin, reader, writer, expiry)
@@ -71,6 +76,16 @@ class Connection:
     def is_idle(self) -> bool:
         return not self._closed
 
+    def _heed_keep_alive(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """A server that says how long it keeps an idle connection (``Keep-Alive: timeout=2``) is
+        not sent a request on one older than a second less than that."""
+        for name, value in headers:
+            if name.lower() == b"keep-alive":
+                for part in value.split(b","):
+                    key, _, number = part.strip().partition(b"=")
+                    if key.strip().lower() == b"timeout" and number.strip().isdigit():
+                        self._expiry = min(self._expiry, max(0.0, int(number.strip()) - 1.0))
+
     def idle_since(self, when: float) -> None:
         self._idle_at = when
 
@@ -78,9 +93,20 @@ class Connection:
         return time.monotonic() - self._idle_at > self._expiry
 
     def is_available(self) -> bool:
-        """Fit to carry a request: open, and the server has neither hung up nor sent anything unasked."""
-        return (not self._closed and not self._reader.at_eof() and not self._writer.transport.is_closing()
-                and not self._reader._buffer)  # noqa: SLF001 - bytes nobody asked for mean broken framing
+        """Fit to carry a request: open, and the server has neither hung up nor sent anything unasked.
+
+        The socket itself is asked too: a hang-up that reached the system while the event loop was
+        busy is not known to the stream yet, and a submission written into it would be lost.
+        """
+        if (self._closed or self._reader.at_eof() or self._writer.transport.is_closing()
+                or self._reader._buffer):  # noqa: SLF001 - bytes nobody asked for mean broken framing
+            return False
+        sock = self._writer.get_extra_info("socket")
+        try:
+            readable, _, _ = select.select([sock], [], [], 0) if sock is not None else ((), None, None)
+        except (OSError, ValueError):
+            return False
+        return not readable  # an idle connection has nothing to read but a hang-up (or a stray byte)
 
     def close(self) -> None:
         if not self._closed:
@@ -110,17 +136,20 @@ class Connection:
             raise httpx.WriteTimeout("the request could not be written in time", request=request) from None
         except OSError as exc:
             raise httpx.WriteError(f"the connection broke while sending: {exc}", request=request) from None
-        while True:
+        for _ in range(MAX_INTERIM + 1):
             status, reason, headers, version = await self._read_head(request, read_timeout)
             if 100 <= status < 200:
                 if status == 101:
                     raise httpx.RemoteProtocolError("the server switched protocols unasked", request=request)
                 continue  # an interim answer (100 Continue, 103 Early Hints): the real one follows
             break
+        else:
+            raise httpx.RemoteProtocolError("interim answers without end", request=request)
         try:
             framing = _framing(status, request.method, headers, version)
         except ValueError as exc:
             raise httpx.RemoteProtocolError(f"malformed answer: {exc}", request=request) from None
+        self._heed_keep_alive(headers)
         stream = _Body(self, request, framing, read_timeout, on_done)
         return httpx.Response(status, headers=headers, stream=stream, request=request,
                               extensions={"http_version": version, "reason_phrase": reason})
@@ -192,9 +221,10 @@ def _framing(status: int, method: str, headers: list[tuple[bytes, bytes]], versi
     if method == "HEAD" or status in _NO_BODY:
         return "length", 0, keep
     if codings:
-        if codings[-1] != b"chunked":
+        if codings != [b"chunked"]:  # gzip, chunked would hand over still-coded bytes as the body
             raise ValueError("a transfer coding other than chunked")
-        return "chunked", 0, keep
+        # With a Content-Length beside it, or from HTTP/1.0, the framing is suspect: not reused.
+        return "chunked", 0, keep and not lengths and version == b"HTTP/1.1"
     if lengths:
         if len(lengths) != 1 or not next(iter(lengths)).isdigit():
             raise ValueError("an invalid or conflicting Content-Length")
@@ -268,16 +298,14 @@ class _Body(httpx.AsyncByteStream):
         while True:
             line = await self._read(reader.readuntil(b"\r\n"))
             size_text = line.split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-                if size < 0 or not size_text.isalnum():
-                    raise ValueError
-            except ValueError:
-                raise httpx.RemoteProtocolError("a malformed chunk size", request=self._request) from None
+            if not _HEX.fullmatch(size_text):
+                raise httpx.RemoteProtocolError("a malformed chunk size", request=self._request)
+            size = int(size_text, 16)
             if size == 0:
-                while (await self._read(reader.readuntil(b"\r\n"))) != b"\r\n":
-                    pass  # trailers: read and dropped
-                return
+                for _ in range(MAX_TRAILERS + 1):  # trailers: read and dropped
+                    if await self._read(reader.readuntil(b"\r\n")) == b"\r\n":
+                        return
+                raise httpx.RemoteProtocolError("trailers without end", request=self._request)
             async for part in self._exact(reader, size):
                 yield part
             if await self._read(reader.readexactly(2)) != b"\r\n":
