@@ -102,11 +102,14 @@ class Connection:
                 or self._reader._buffer):  # noqa: SLF001 - bytes nobody asked for mean broken framing
             return False
         sock = self._writer.get_extra_info("socket")
-        try:
-            readable, _, _ = select.select([sock], [], [], 0) if sock is not None else ((), None, None)
+        if sock is None:
+            return True
+        try:  # poll, not select: no limit on the descriptor's number
+            poller = select.poll()
+            poller.register(sock.fileno(), select.POLLIN)
+            return not poller.poll(0)  # an idle connection has nothing to read but a hang-up (or a stray byte)
         except (OSError, ValueError):
             return False
-        return not readable  # an idle connection has nothing to read but a hang-up (or a stray byte)
 
     def close(self) -> None:
         if not self._closed:
