@@ -35,9 +35,9 @@ _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _NO_BODY = (204, 304)
 
 
-def _timeouts(request: httpx.Request) -> tuple[float | None, float | None, float | None]:
-    t = request.extensions.get("timeout") or {}
-    return t.get("connect"), t.get("read"), t.get("write")
+def _timeout(request: httpx.Request, kind: str) -> float | None:
+    """httpx's timeout of ``kind`` (connect, read, write) for this request; None: no limit."""
+    return (request.extensions.get("timeout") or {}).get(kind)
 
 
 class Connection:
@@ -54,27 +54,26 @@ class Connection:
 
     @classmethod
     async def open(cls, origin: tuple[str, str, int], ssl_context: ssl.SSLContext | None,
-                   timeout: float | None, expiry: float) -> "Connection":
+                   request: httpx.Request, expiry: float) -> "Connection":
+        """A new connection for ``request`` (its connect timeout; its failures carry it)."""
         scheme, host, port = origin
         secure = scheme == "https"
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(_timeout(request, "connect")):
                 reader, writer = await asyncio.open_connection(
                     host, port, ssl=ssl_context if secure else None, server_hostname=host if secure else None,
                     limit=MAX_HEAD)
         except TimeoutError:  # asyncio's timeout, or the system's own (ETIMEDOUT)
-            raise httpx.ConnectTimeout(f"no connection to {host}:{port} in time") from None
+            raise httpx.ConnectTimeout(f"no connection to {host}:{port} in time", request=request) from None
         except (OSError, ssl.SSLError, ValueError) as exc:
-            raise httpx.ConnectError(f"{host}:{port}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}") from None
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise httpx.ConnectError(f"{host}:{port}: {why}", request=request) from None
         return cls(origin, reader, writer, expiry)
 
     # --- the pool's questions -----------------------------------------------------------------
 
     def is_closed(self) -> bool:
         return self._closed
-
-    def is_idle(self) -> bool:
-        return not self._closed
 
     def _heed_keep_alive(self, headers: list[tuple[bytes, bytes]]) -> None:
         """A server that says how long it keeps an idle connection (``Keep-Alive: timeout=2``) is
@@ -116,9 +115,6 @@ class Connection:
             self._closed = True
             self._writer.close()
 
-    async def aclose(self) -> None:
-        self.close()
-
     # --- one exchange -------------------------------------------------------------------------
 
     async def send(self, request: httpx.Request, on_done) -> httpx.Response:
@@ -126,7 +122,7 @@ class Connection:
 
         ``on_done(conn, reusable)`` is called once the body is read whole, closed early or failed.
         """
-        _connect, read_timeout, write_timeout = _timeouts(request)
+        read_timeout, write_timeout = _timeout(request, "read"), _timeout(request, "write")
         body = await request.aread()
         head = _request_head(request, body)
         try:

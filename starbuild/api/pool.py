@@ -55,13 +55,8 @@ class StackPool(httpx.AsyncBaseTransport):
         for old in stale:
             old.close()
         if conn is None:
-            timeout = (request.extensions.get("timeout") or {}).get("connect")
-            try:
-                conn = await Connection.open(origin, self.ssl_context() if url.scheme == "https" else None,
-                                             timeout, KEEPALIVE_EXPIRY)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                exc.request = request
-                raise
+            conn = await Connection.open(origin, self.ssl_context() if url.scheme == "https" else None,
+                                         request, KEEPALIVE_EXPIRY)
         self._busy.add(conn)
         try:
             return await conn.send(request, self._give_back)
