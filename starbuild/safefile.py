@@ -1,4 +1,4 @@
-"""Reading files a config names without hanging or exhausting memory.
+"""Reading files a config names without hanging or exhausting memory, and two small writing helpers.
 
 A FIFO, a device or a socket would block ``open`` or ``read`` forever, and a huge file would be
 read whole before any size check. Files are opened without blocking, must be regular files, and
@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 
 class NotRegularFile(OSError):
@@ -62,3 +65,20 @@ def read_text(path: Path | str, limit: int, encoding: str = "utf-8") -> str:
 
 def _size(n: int) -> str:
     return f"{n / 2**20:.0f} MB" if n >= 2**20 else f"{n / 1024:.0f} KB" if n >= 1024 else f"{n} bytes"
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data``: a short write is continued, never lost."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def in_folder(path: Path, make: Callable[[], T]) -> T:
+    """``make()`` (which creates ``path``), making ``path``'s folder first only when it is missing:
+    one try instead of a mkdir before every file."""
+    try:
+        return make()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return make()

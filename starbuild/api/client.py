@@ -25,6 +25,7 @@ import httpx
 
 from starbuild.api.pool import network_transport
 from starbuild.api.wire import Task, parse_error, parse_task
+from starbuild.safefile import in_folder, write_all
 from starbuild.errors import (
     ApiError, AuthError, BadRequestError, NotFoundError, NotSentError, QuotaError, RateLimitError,
     TransientApiError, UnknownOutcomeError,
@@ -277,7 +278,7 @@ class StarMagicClient:
                         raise NotFoundError("the result link has expired or is gone (links live 24 hours)",
                                             status=resp.status_code)
                     raise err
-                fd = _create(tmp)
+                fd = in_folder(tmp, lambda: os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
                 async for chunk in resp.aiter_bytes(1 << 16):
                     received += len(chunk)
                     if received > max_bytes:
@@ -317,21 +318,10 @@ class StarMagicClient:
         return url, _expiry(info.get("expires_at"))
 
 
-def _create(path: Path) -> int:
-    """A new file for writing (its folder made if it went missing)."""
-    try:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-
-
 def _write_all(fd: int, data: bytes, digest: Any) -> int:
-    """Write all of ``data`` (a short write is continued, not lost) and hash it; its length."""
+    """Write all of ``data`` and hash it; its length."""
     digest.update(data)
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+    write_all(fd, data)
     return len(data)
 
 

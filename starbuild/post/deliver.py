@@ -77,12 +77,12 @@ class Deliverer:
     # --- where bytes are ---
     def object_path(self, record: dict[str, Any]) -> Path | None:
         """A stored object, else the previous version's file of the same path and content."""
-        sha = record.get("sha256")
-        known = self._paths.get(sha)  # type: ignore[arg-type]
+        sha = record.get("sha256", "")
+        known = self._paths.get(sha)
         if known is not None:
             return known
-        if sha in self.stored or self.store.has(record.get("sha256", "")):
-            path = self._paths[sha] = self.store.path(record["sha256"])
+        if sha in self.stored or self.store.has(sha):
+            path = self._paths[sha] = self.store.path(sha)
             return path
         if self.base is not None and (self.base / record.get("path", "")).is_file():
             candidate = self.base / record["path"]

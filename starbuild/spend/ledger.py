@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from starbuild.errors import StoreError
+from starbuild.safefile import write_all
 
 log = logging.getLogger("starbuild")
 LEDGER_NAME = "ledger.jsonl"
@@ -183,9 +184,7 @@ class Ledger:
         full.update(record)
         data = (json.dumps(full, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
         try:
-            fd = self._open()
-            while data:
-                data = data[os.write(fd, data):]
+            write_all(self._open(), data)
             self._syncer.poke()
         except OSError as exc:
             raise StoreError(f"cannot write the credits ledger {self.path}: {exc.strerror or exc}") from None

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from starbuild.errors import ConfigError, Issue, StoreError
+from starbuild.safefile import in_folder
 from starbuild.store.lockcheck import check_assets, is_sha256, parse_json, rel_path_problem
 from starbuild.store.lockfile import atomic_write, dump_json
 
@@ -32,13 +33,12 @@ class ObjectStore:
 
     def __init__(self, root: Path):
         self.root = root / "objects"
-        self._prefix = f"{self.root}{os.sep}"
 
     def path(self, sha: str) -> Path:
         # A hash from a lockfile, manifest or journal names a file here: never a path elsewhere.
         if not is_sha256(sha):
             raise StoreError(f"{sha!r} is not a sha256; the lockfile or cache may have been edited")
-        return Path(f"{self._prefix}{sha[:2]}/{sha}")  # one Path made, not two joins (10,000s per publish)
+        return self.root / sha[:2] / sha
 
     def has(self, sha: str) -> bool:
         return self.path(sha).is_file()
@@ -60,11 +60,7 @@ class ObjectStore:
             tmp.unlink(missing_ok=True)
             return dest
         os.chmod(tmp, 0o444)
-        try:
-            os.replace(tmp, dest)
-        except FileNotFoundError:  # the first object under this prefix
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, dest)
+        in_folder(dest, lambda: os.replace(tmp, dest))  # the first object under a prefix makes its folder
         return dest
 
     def temp_dir(self) -> Path:
