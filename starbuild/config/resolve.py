@@ -29,8 +29,6 @@ MAX_INPUT_BYTES = 50 * 1024 * 1024
 # How many problems one image key may report; a 10,000-cell matrix with one typo says it once.
 MAX_ISSUES_PER_IMAGE = 5
 _API_TO_FIELD = {"image_urls": "inputs", "mask_url": "mask"}
-_FIELDS = ("prompt", "prompt_file", "model", "size", "resolution", "quality", "n", "background",
-           "inputs", "mask", "take")
 
 
 def output_dir_problem(project: Project) -> str | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -98,22 +97,6 @@ class ObjectStore:
                 except OSError:
                     pass
         return removed
-
-
-@dataclass
-class FileRecord:
-    """One published file of an asset."""
-
-    path: str
-    sha256: str
-    bytes: int
-    width: int
-    height: int
-    format: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "sha256": self.sha256, "bytes": self.bytes, "width": self.width,
-                "height": self.height, "format": self.format}
 
 
 class AssetDir:

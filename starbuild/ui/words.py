@@ -6,8 +6,3 @@ from __future__ import annotations
 def credits_text(amount: float) -> str:
     """``1 credit``, ``0 credits``, ``2.5 credits``."""
     return f"{amount:g} credit" + ("" if amount == 1 else "s")
-
-
-def plural(count: int, word: str) -> str:
-    """``1 image``, ``3 images``."""
-    return f"{count} {word}" + ("" if count == 1 else "s")
