@@ -103,3 +103,21 @@ def test_placeholder_only_work_of_small_files_runs_inline(tmp_path):
     assert workers_for(flat, cores=2) == 0
     photos = [Job(source="x", placeholder=True, pixels=1024 * 1024) for _ in range(40)]
     assert workers_for(photos, cores=2) == 2
+
+
+def test_a_derived_cache_that_cannot_be_written_is_a_one_line_error_and_the_next_build_publishes(project, tmp_path):
+    """A file where the processing cache's folder should be (or a full disk) ends the build with a
+    located error, not a traceback; the images are kept, and a build after the fix publishes them."""
+    from conftest import matrix_config, run
+
+    project.config(matrix_config(2))
+    blocked = tmp_path / ".cache" / "derived"
+    blocked.parent.mkdir(parents=True, exist_ok=True)
+    blocked.write_text("not a folder")
+    res = run(["-C", str(project.root), "build", "--offline"])
+    assert res.exit_code != 0
+    assert "cannot write" in res.stderr and "derived" in res.stderr and "Traceback" not in res.stderr
+    blocked.unlink()
+    again = run(["-C", str(project.root), "build", "--offline"])
+    assert again.exit_code == 0, again.stderr
+    assert len(project.lock()["assets"]) == 2

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from starbuild.plan.spec import canonical_json, sha256_hex
+from starbuild.errors import StoreError
 from starbuild.safefile import in_folder
 from starbuild.store.objects import ObjectStore
 
@@ -52,7 +53,10 @@ class DerivedIndex:
         miss, and writers of one key write the same bytes, so no temp file, rename or fsync."""
         path = self._path(key)
         data = json.dumps(record, sort_keys=True).encode()
-        in_folder(path, lambda: path.write_bytes(data))
+        try:
+            in_folder(path, lambda: path.write_bytes(data))
+        except OSError as exc:  # a full disk, a file where the folder should be: located, never a traceback
+            raise StoreError(f"cannot write {path}: {exc}") from exc
 
     def add_bytes(self, data: bytes) -> tuple[str, Path]:
         """Store bytes made in this process (metadata files, manifests); their sha256 and stored path."""
