@@ -1,3 +1,3 @@
-from starbuild.cli.fastpath import entry
+from starbuild.cli.fastpath import run
 
-entry()
+run()

@@ -268,6 +268,39 @@ def _no_pydantic_plugins() -> None:
         sys.modules["pydantic.plugin._loader"] = stub
 
 
+def run() -> None:
+    """The program (console script and ``python -m starbuild``): ``entry``, then out at once.
+
+    The interpreter's own teardown frees every module and object one by one: 30-50 ms after a
+    build, as much as a whole cached no-op. When no other thread is left that could still have work
+    (a pool, a server), the atexit handlers run, the standard streams are flushed and the process
+    leaves; otherwise it exits the usual way. Every file starbuild writes is closed (and synced)
+    before the command returns, so nothing buffered is lost."""
+    try:
+        entry()
+        code: object = 0
+    except SystemExit as exc:
+        code = exc.code
+    import threading
+
+    if threading.active_count() > 1:
+        sys.exit(code)
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    import atexit
+
+    atexit._run_exitfuncs()  # noqa: SLF001 (they run once: the list is emptied)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed pipe: the usual exit says so and sets its code
+        sys.exit(code)
+    os._exit(code)
+
+
 def entry() -> None:
     """``starbuild``: the cached answer when it is valid, else the click command line."""
     argv = sys.argv[1:]
