@@ -7,6 +7,7 @@ import io
 import json
 import re
 import shutil
+from pathlib import Path
 
 from PIL import Image
 
@@ -121,3 +122,31 @@ def test_a_derived_cache_that_cannot_be_written_is_a_one_line_error_and_the_next
     again = run(["-C", str(project.root), "build", "--offline"])
     assert again.exit_code == 0, again.stderr
     assert len(project.lock()["assets"]) == 2
+
+
+def test_placeholders_of_unprocessed_images_are_made_while_the_build_runs(project, monkeypatch):
+    """An image published as it is gets its placeholder as soon as it is stored; the publish step
+    is left only the processed ones, and the images.json rows are what it would have made."""
+    import starbuild.post.deliver as deliver
+    from starbuild.post.encode import placeholder_url
+
+    left: list = []
+    real = deliver.run_jobs
+
+    def recording(jobs, workers=None):
+        left.extend(jobs)
+        return real(jobs, workers)
+
+    monkeypatch.setattr(deliver, "run_jobs", recording)
+    project.config("version: 1\nimages:\n  'plain/p{{ i }}':\n    matrix:\n      i: [0, 1, 2]\n"
+                   "    prompt: plain {{ i }}\n"
+                   "  card:\n    prompt: a card\n    post:\n      - resize: {width: 64, height: 64}\n")
+    res = project.run("build", "--offline")
+    assert res.exit_code == 0, res.stderr + res.stdout
+    assert [Path(j.source).name for j in left] != [] and all(j.steps for j in left)  # only the card's
+    cur = project.root / "assets" / "current"
+    rows = json.loads((cur / "images.json").read_text())["images"]
+    for name, row in rows.items():
+        with Image.open(cur / row["src"]) as img:
+            assert row["placeholder"] == placeholder_url(img), name
+    assert rows["card"]["width"] == 64

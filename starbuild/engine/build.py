@@ -403,12 +403,16 @@ async def _run(project, options, todo, journal, store, transport, emulator, emit
             from starbuild.spend.ledger import open_ledger
 
             runner.ledger = open_ledger(cache_dir(project, options.env), project.root, options.env)
+        from starbuild.post.early import EarlyPlaceholders
+
+        runner.early = EarlyPlaceholders(project, store, {a.name: a.spec.template for a in todo if a.spec})
         try:
             adopted = [asyncio.create_task(runner.adopt(h, rec)) for h, rec in orphans]
             results = await runner.run(todo, pulled)
             kept = sum(await asyncio.gather(*adopted))
         finally:
             runner.ledger.close()
+            await runner.early.finish()
         return BuildReport(results=results, credits_reserved=runner.budget.reserved, requests=client.requests,
                            adopted=kept, stopped=runner.stop_reason(results))
 

@@ -249,6 +249,7 @@ class Runner:
     refusal: str | None = None  # why the API will take nothing more (a refused key, no credits)
     halted: str | None = None  # why nothing more may be submitted (the journal cannot be written)
     remote: Any = None  # the build's remote cache (engine/remote.py): pull before paying, push once stored
+    early: Any = None  # work started on each stored image, ``stored(name, files)`` (post/early.py)
 
     def __post_init__(self) -> None:
         self.limit = AdaptiveLimit(self.options.concurrency)
@@ -599,6 +600,8 @@ class Runner:
             log.warning("%s: %s", name, exc)
         if self.remote is not None:
             self.remote.stored(h, record)
+        if self.early is not None:
+            self.early.stored(name, files)
         return files
 
     async def _wait_for(self, task_id: str, first_wait: float | None) -> Task:

@@ -135,7 +135,8 @@ class Deliverer:
             missing.append((width, fmt, quality))
         if u.delivered is not None:
             sha = u.delivered["sha256"]
-            u.placeholder = self.previous_images.get(sha) or (self.index.get(self._pkey(sha)) or {}).get("placeholder")
+            u.placeholder = (self.previous_images.get(sha)
+                             or (self.index.get(placeholder_key(sha)) or {}).get("placeholder"))
         if u.delivered is None or missing or u.placeholder is None:
             delivered_obj = self.object_path(u.delivered) if u.delivered and steps else None
             source = delivered_obj or u.source_path
@@ -177,10 +178,6 @@ class Deliverer:
         return derivation_key({"v": PROCESSING_VERSION, "kind": "variant", "source": sha, "width": width,
                                "format": fmt, "quality": quality})
 
-    @staticmethod
-    def _pkey(sha: str) -> str:
-        return derivation_key({"v": PROCESSING_VERSION, "kind": "placeholder", "source": sha})
-
     # --- results ---
     def absorb(self, u: _Unit, r: JobResult) -> int:
         """Store a job's files and index them; how many files were made."""
@@ -199,13 +196,18 @@ class Deliverer:
             made += 1
         if r.placeholder:
             u.placeholder = r.placeholder
-            self.index.put(self._pkey(sha), {"placeholder": r.placeholder, "files": []})
+            self.index.put(placeholder_key(sha), {"placeholder": r.placeholder, "files": []})
         return made
 
     def _keep(self, rec: dict[str, Any]) -> dict[str, Any]:
         self.store.add(Path(rec["tmp"]), rec["sha256"])
         self.stored.add(rec["sha256"])
         return {k: rec[k] for k in ("sha256", "bytes", "width", "height", "format")}
+
+
+def placeholder_key(sha: str) -> str:
+    """The derived index's key of an image's placeholder."""
+    return derivation_key({"v": PROCESSING_VERSION, "kind": "placeholder", "source": sha})
 
 
 def _format_of_ext(ext: str) -> str:
