@@ -200,3 +200,22 @@ def test_fresh_samples_of_one_request_differ_and_no_sample_keeps_the_old_bytes(m
     args = ("a lighthouse", "gpt-image-2", 64, 48, 0, mode)
     assert render_placeholder(*args) == render_placeholder(*args, sample="")
     assert render_placeholder(*args, sample="task-a") != render_placeholder(*args, sample="task-b")
+
+
+async def test_a_task_s_images_are_rendered_while_it_runs():
+    """As the service has them ready when the task ends: the result link does not render on demand."""
+    import anyio
+
+    emulator = Emulator(EmulatorConfig(latency=0.4, render="plain"))
+    async with in_process_client(emulator, auth(KEY)) as client:
+        task = (await client.post("/v1/images/generations",
+                                  json={"model": "gpt-image-2", "prompt": "a lighthouse", "n": 2})).json()
+        assert len(emulator.renders) == 0
+        await anyio.sleep(0.3)  # past halfway, before the end
+        assert len(emulator.renders) == 2
+        await anyio.sleep(0.2)
+        body = (await client.get(f"/v1/tasks/{task['id']}")).json()
+        assert body["status"] == "completed"
+        data = (await client.get(body["results"][1])).content
+    assert data == emulator._render(emulator.tasks[task["id"]], 1)  # noqa: SLF001
+    assert len(emulator.renders) == 2  # nothing rendered again

@@ -184,7 +184,7 @@ def _png(image: Image.Image) -> bytes:
 class RenderCache:
     """Rendered images by key, least recently used dropped first, bounded in count and bytes."""
 
-    def __init__(self, max_items: int = 64, max_bytes: int = 256 * 1024 * 1024):
+    def __init__(self, max_items: int = 256, max_bytes: int = 256 * 1024 * 1024):
         self.max_items = max_items
         self.max_bytes = max_bytes
         self._items: OrderedDict[object, bytes] = OrderedDict()
