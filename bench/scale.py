@@ -10,6 +10,9 @@ up to date, exactly as after a real build. Then, pair by pair with `python -c pa
 - `plan --offline`, from the plan cache (target 4x at 10k);
 - a one-asset change: hero's prompt edited before each run, so each run builds one image and
   writes a new version, lockfile and manifest (target 10x at 10k);
+- two floors under these figures, no target: importing the libraries every planning command needs
+  (pydantic, httpx, jinja2, yaml), and COUNT hard links in a bare loop (what a version folder costs
+  at the least);
 - `starbuild --help` (target 1.5x);
 - peak memory of a cold `plan` (cache emptied) of the project.
 
@@ -89,6 +92,10 @@ def timed(cmd: list[str], env: dict, before=None) -> tuple[float, float]:
     return run.wall, run.maxrss_mb
 
 
+IMPORTS = ("from starbuild.cli.fastpath import _skip_httpx_cli, _no_pydantic_plugins\n"
+           "_skip_httpx_cli(); _no_pydantic_plugins()\nimport pydantic, httpx, jinja2, yaml")
+
+
 def ratio_line(label: str, cmd: list[str], env: dict, runs: int, target: float | None, before=None) -> float:
     bare = [sys.executable, "-c", "pass"]
     ratios, walls, bares = [], [], []
@@ -133,6 +140,24 @@ def one_size(count: int, runs: int) -> None:
             change = lambda: write_config(root, count, f"hero {next(edits)}")  # noqa: E731
             ratio_line(f"one-asset change in {n} assets (build, new version, lockfile, manifest)",
                        noop, env, runs, 10, change)
+            link_floor(root, n)
+
+
+def link_floor(root: Path, n: int) -> None:
+    """What a new version's folder costs at the least: one hard link per file, in a bare loop."""
+    src, dest = root / "link-floor-src", root / "link-floor-dest"
+    src.mkdir()
+    for i in range(n):
+        (src / f"{i}.png").write_bytes(b"x")
+    best = float("inf")
+    for _ in range(3):
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir()
+        start = time.perf_counter()
+        for i in range(n):
+            os.link(f"{src}/{i}.png", f"{dest}/{i}.png")
+        best = min(best, time.perf_counter() - start)
+    print(f"scale: floor: {n} hard links for a version folder, bare loop: {best * 1000:.0f} ms (best of 3)", flush=True)
 
 
 def main() -> None:
@@ -143,6 +168,10 @@ def main() -> None:
     args = parser.parse_args()
     runs = args.runs or (3 if args.quick else 7)
     ratio_line("starbuild --help", [sys.executable, "-m", "starbuild", "--help"], dict(os.environ), runs * 2, 1.5)
+    # The floor under every command that plans: the libraries it cannot do without, imported as the
+    # command line imports them (no httpx CLI, no pydantic plugin scan), and the interpreter.
+    ratio_line("imports of pydantic, httpx, jinja2 and yaml alone", [sys.executable, "-c", IMPORTS],
+               dict(os.environ), runs * 2, None)
     for count in (int(c) for c in args.assets.split(",")):
         one_size(count, runs)
 
