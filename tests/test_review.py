@@ -307,3 +307,24 @@ def test_adding_takes_to_a_built_asset_keeps_its_image_as_take_0(project, sample
     assert [c["take"] for c in entry["candidates"]] == [0, 1, 2]
     assert published(project, "hero") == image  # nothing changes under the user's feet until a pick
     assert "no pick (3 candidates)" in plan_of(project)["hero"]["reason"]
+
+
+def test_pick_and_accept_carry_the_export_along(project, sampler):
+    """output.export mirrors current after every publish, not only a build's (SPEC.md §8)."""
+    extra = "    takes: 2\noutput: {export: engine}\n"
+    project.config(HERO.replace("cabin", "cabni").format(extra=extra))
+    assert api_build(project, sampler).exit_code == 0
+    mirror = project.root / "engine"
+    takes = {c["take"]: c["sha256"] for c in project.lock()["assets"]["hero"]["candidates"]}
+    assert sha((mirror / "hero.png").read_bytes()) == takes[1]
+    res = project.run("pick", "hero", "2")
+    assert res.exit_code == 0, res.stderr
+    assert sha((mirror / "hero.png").read_bytes()) == takes[2] == sha(published(project, "hero"))
+    project.config(HERO.format(extra=extra))
+    res = project.run("accept", "hero")
+    assert res.exit_code == 0, res.stderr
+    import json
+
+    exported = json.loads((mirror / "manifest.json").read_text())
+    assert exported["asset_version"] == project.lock()["asset_version"] == 3
+    assert exported["assets"]["hero"]["accepted"]

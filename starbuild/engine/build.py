@@ -219,7 +219,7 @@ async def abuild(project: Project, options: BuildOptions | None = None, *, trans
                     except StarbuildError:  # --require-remote: the failure is already the build's
                         pass
                 await remote.close()  # pushes still under way finish here, after the publish
-        _export(project, assets, report)
+        report.notes += export_version(project, assets)
         if remote is not None:
             report.notes += remote.report_lines()
             report.remote_failed = options.require_remote and remote.cache.failed
@@ -564,16 +564,17 @@ def _templates(project: Project) -> dict[str, str]:
     return {spec.name: spec.template for spec in resolve_specs(project)}
 
 
-def _export(project: Project, assets: AssetDir, report: BuildReport) -> None:
-    """Mirror the current version into output.export (a plain folder for engines), if set."""
+def export_version(project: Project, assets: AssetDir) -> list[str]:
+    """Mirror the current version into output.export (a plain folder for engines), if set: after
+    every command that changes ``current`` (build, pick, accept, rollback). Notes for the user."""
     if not project.config.output.export:
-        return
+        return []
     from starbuild.store.export import export_current
 
     exported = export_current(project.root, project.config.output.export, assets)
     if exported and exported.skipped:
-        report.notes.append(f"export skipped {len(exported.skipped)} file(s) behind symlinks: "
-                            + ", ".join(exported.skipped[:5]))
+        return [f"export skipped {len(exported.skipped)} file(s) behind symlinks: " + ", ".join(exported.skipped[:5])]
+    return []
 
 
 def _mark_published(journal, project: Project, report: BuildReport) -> None:

@@ -8,13 +8,15 @@ The gallery's buttons call these same functions.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
 from starbuild.config.project import Project
-from starbuild.engine.build import BuildOptions, asset_dir, build, cache_dir, plan_project, write_version
+from starbuild.engine.build import (BuildOptions, asset_dir, build, cache_dir, export_version, plan_project,
+                                    write_version)
 from starbuild.engine.outcome import BuildReport
 from starbuild.engine.project_lock import project_lock
 from starbuild.errors import RefusedError, UsageError
@@ -24,6 +26,8 @@ from starbuild.review.identity import stamp
 from starbuild.review.jobs import ReviewRequest
 from starbuild.store.lockfile import LOCK_NAME, read_lock
 from starbuild.store.objects import ObjectStore
+
+log = logging.getLogger(__name__)
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 
@@ -52,8 +56,16 @@ def pick(project: Project, name: str, take: int) -> dict[str, Any]:
         new.pop("take", None)
         if take:
             new["take"] = take
-        write_version(project, lock, {**lock.assets, name: new}, store, asset_dir(project))
+        _publish(project, lock, {**lock.assets, name: new}, store)
         return record
+
+
+def _publish(project: Project, lock, assets: dict[str, dict], store: ObjectStore) -> None:
+    """A new version with these lock entries, and the export following it (SPEC.md §8)."""
+    folder = asset_dir(project)
+    write_version(project, lock, assets, store, folder)
+    for note in export_version(project, folder):
+        log.warning("%s", note)
 
 
 def _checked_files(name: str, files: list) -> list[dict]:
@@ -102,7 +114,7 @@ def accept(project: Project, patterns: list[str], *, force: bool = False, specs=
                 entry = new_assets[a.name]
                 new_assets[a.name] = {**entry, "spec_hash": a.record["to_spec"],
                                       "accepted": [*(entry.get("accepted") or []), a.record]}
-            write_version(project, lock, new_assets, ObjectStore(cache_dir(project)), asset_dir(project))
+            _publish(project, lock, new_assets, ObjectStore(cache_dir(project)))
         return done
 
 

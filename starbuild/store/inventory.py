@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+
 from dataclasses import dataclass, field
 from typing import Any
 
-from starbuild.engine.build import asset_dir, cache_dir
+from starbuild.engine.build import asset_dir, cache_dir, export_version
 from starbuild.config.project import Project
 from starbuild.errors import UsageError
 from starbuild.store.fileindex import FileIndex, restore_version
 from starbuild.store.lockfile import LOCK_NAME, Lock, read_lock, write_lock
 from starbuild.store.objects import ObjectStore
+
+log = logging.getLogger(__name__)
 
 
 def list_assets(project: Project) -> dict[str, Any]:
@@ -59,10 +63,8 @@ def rollback(project: Project, version: int) -> list[str]:
         assets.set_current(version)
         write_lock(project.root / LOCK_NAME, Lock(asset_version=version, assets=manifest["assets"],
                                                   atlases=manifest.get("atlases") or {}))
-        if project.config.output.export:  # the engine's copy follows current
-            from starbuild.store.export import export_current
-
-            export_current(project.root, project.config.output.export, assets)
+        for note in export_version(project, assets):  # the engine's copy follows current
+            log.warning("%s", note)
     return lost
 
 
