@@ -23,16 +23,20 @@ class Sim:
     """Tasks of ``duration`` seconds submitted ``gap`` apart; looks follow the schedule exactly."""
 
     def __init__(self, duration: float, estimate: float | None, count: int = 40, gap: float = 0.02,
-                 callbacks: bool = False):
+                 callbacks: bool = False, jitter: float = 0.0):
+        import random
+
         self.now = 0.0
         self.schedule = PollSchedule(base=0.5, cap=10.0, callbacks=callbacks, clock=lambda: self.now)
         self.duration = duration
         self.tasks = [Watched(f"t{i}", started=i * gap, estimated=estimate) for i in range(count)]
         self.looks = {w.task_id: 0 for w in self.tasks}
         self.late: list[float] = []
+        rng = random.Random(7)  # where the server really started each task, after our guess
+        self.offset = {w.task_id: rng.uniform(0, jitter) for w in self.tasks}
 
     def progress(self, w: Watched) -> tuple[str, int]:
-        elapsed = self.now - w.started
+        elapsed = self.now - w.started - self.offset[w.task_id]
         if elapsed >= self.duration:
             return "completed", 100
         if elapsed < 0.1 * self.duration:
@@ -43,18 +47,21 @@ class Sim:
         todo = set(self.tasks)
         plans: dict[Watched, tuple[float, int]] = {}
         while todo:
-            for w in todo:  # a task re-plans after its own look, or when the learned figures move
-                if w not in plans or plans[w][1] != self.schedule.version:
-                    self.now = max(self.now, 0.0)
+            for w in todo:  # a task plans once submitted, again after its own look or when the learned figures move
+                if w.started <= self.now and (w not in plans or plans[w][1] != self.schedule.version):
                     plans[w] = (max(self.schedule.next_look(w), self.now), self.schedule.version)
-            w = min(todo, key=lambda t: plans[t][0])
+            submitted = min((t.started for t in todo if t not in plans), default=math.inf)
+            w = min(plans, key=lambda t: plans[t][0], default=None)
+            if w is None or submitted < plans[w][0]:
+                self.now = submitted
+                continue
             self.now = plans.pop(w)[0]
             status, progress = self.progress(w)
             self.looks[w.task_id] += 1
             self.schedule.observe(w, status, progress)
             if status == "completed":
                 self.schedule.finished(w)
-                self.late.append(self.now - (w.started + self.duration))
+                self.late.append(self.now - (w.started + self.offset[w.task_id] + self.duration))
                 todo.discard(w)
         return self
 
@@ -71,6 +78,21 @@ def test_schedule_looks_shortly_after_the_end_and_rarely_before(duration, estima
     assert sim.per_image <= 1.5, sim.looks
     assert max(sim.late) <= 0.06 * duration + 0.2, sorted(sim.late)[-5:]
     assert min(sim.late) >= 0
+
+
+def test_the_slack_after_a_predicted_end_follows_the_jitter_it_meets():
+    """Where the server starts a task against our guess varies with the network: the slack of the
+    looks aimed at a predicted end shrinks while they find their tasks done, and grows when they
+    come early, so neither many early looks nor a fixed delay after every task."""
+    from starbuild.engine.polling import SLACK
+
+    steady = Sim(1.0, 1, count=300, gap=0.05).run()  # a new task every 50 ms: 15 s of learning
+    assert steady.schedule.slack < SLACK / 1.5
+    assert steady.per_image <= 1.1 and min(steady.late) >= 0
+    assert sorted(steady.late)[len(steady.late) // 2] < SLACK  # the typical look: closer than the start's slack
+    jittery = Sim(1.0, 1, count=300, gap=0.05, jitter=0.15).run()  # starts 0-150 ms after our guess
+    assert jittery.per_image <= 1.1, jittery.per_image  # few looks come early
+    assert max(jittery.late) <= 2 * 0.15
 
 
 def test_the_first_wait_is_not_capped():
