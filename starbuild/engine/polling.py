@@ -9,9 +9,6 @@ A task is looked at shortly after it should have finished, rarely before:
 - A look that finds the task running reads ``progress``: the time since submission over the
   share done predicts the end, and the next look comes just after it.
 - Every prediction is learned; a sleeping task whose expectation moves is woken to re-plan.
-- A look aimed at a predicted end comes a little after it: the slack, which doubles whenever
-  such a look finds the task still running and shrinks a little whenever it finds it done, so
-  that it settles near the jitter of this server and network.
 - Without any of that (no estimate, no progress yet), waits grow from ``base`` up to ``cap``.
 
 With callbacks (SPEC.md §11) the callback wakes a task at once, and polling becomes a slow
@@ -30,9 +27,7 @@ from typing import Any, Awaitable, Callable
 from starbuild.errors import ApiError
 
 MARGIN = 0.005       # look this share of the duration after the predicted end ...
-SLACK = 0.02         # ... plus the slack: seconds for where the server started it against our guess,
-SLACK_MIN, SLACK_MAX = 0.01, 0.5  # learned: doubled by a look that came too early, else
-SLACK_SHRINK = 0.9   # shrunk by this factor
+SLACK = 0.02         # ... plus this many seconds (where the server started it, against our guess)
 PROBE_SHARE = 0.6    # a probe looks at this share of the expected duration
 PROBES = 2           # tasks probed while nothing is learned
 MIN_PROGRESS = 5     # progress below this predicts too coarsely
@@ -69,7 +64,6 @@ class Watched:
     reading: tuple[float, int] | None = None   # (time, progress) of the latest look that saw progress
     first_reading: tuple[float, int] | None = None
     probe: bool = False
-    aimed: float | None = None           # the slack of a pending look aimed at the predicted end
     wake: asyncio.Future | None = None    # set to wake the sleeping task early
     callback: Any = None                  # a task body delivered by a callback, once it arrives
     token: str | None = None              # its callback URL's last segment
@@ -87,7 +81,6 @@ class PollSchedule:
     ratio: Learned = field(default_factory=Learned)    # actual duration / estimated_time
     seconds: Learned = field(default_factory=Learned)  # actual duration, for tasks without an estimate
     probes: int = 0
-    slack: float = SLACK
     sleeping: set = field(default_factory=set)
     version: int = 0   # bumped whenever the learned figures move
 
@@ -118,7 +111,6 @@ class PollSchedule:
 
     def next_look(self, w: Watched) -> float:
         """Clock time of the next look at this task."""
-        w.aimed = None
         now = self.clock()
         if not w.known_start and w.polls == 0:
             return now  # a task of an earlier run: look at once
@@ -138,11 +130,8 @@ class PollSchedule:
         gap = self._gap(w, now)
         if duration is None:
             return w.last_poll + gap
-        at = w.started + duration * (1 + MARGIN) + self.slack
-        if w.polls and w.last_poll + gap > at:
-            return w.last_poll + gap
-        w.aimed = self.slack
-        return at
+        at = w.started + duration * (1 + MARGIN) + SLACK
+        return max(at, w.last_poll + gap) if w.polls else at
 
     def _safety_net(self, w: Watched, now: float) -> float:
         """With callbacks: a first look well after the expected end, then rarely."""
@@ -169,14 +158,6 @@ class PollSchedule:
     def observe(self, w: Watched, status: str, progress: int) -> None:
         """What a look saw; learns from the progress of a running task."""
         now = self.clock()
-        if w.aimed is not None:
-            # Judged against the slack the look was aimed with, so that many looks aimed together
-            # (tasks submitted together) move it once, not once each.
-            if status in ("processing", "pending"):  # too early: jitter the slack did not cover
-                self.slack = min(SLACK_MAX, max(self.slack, w.aimed * 2))
-            else:
-                self.slack = max(SLACK_MIN, min(self.slack, w.aimed * SLACK_SHRINK))
-            w.aimed = None
         w.polls += 1
         w.last_poll = now
         w.settling = status == "completed"
