@@ -62,3 +62,15 @@ def test_an_offline_build_run_as_a_program_leaves_everything_written(project):
     assert sorted(lock["assets"]) == ["a/i0", "a/i1", "a/i2"]
     version = project.root / "assets" / "current"
     assert sorted(p.name for p in version.glob("a/*")) == ["i0.png", "i1.png", "i2.png"]
+
+
+def test_a_closed_stdout_is_no_traceback(project):
+    """Started with descriptor 1 closed, Python has no sys.stdout: what would go there goes nowhere."""
+    project.config("version: 1\nimages:\n  hero:\n    prompt: a hero\n")
+    code = ("import sys\nsys.argv = ['starbuild', '-C', sys.argv[1], 'plan', '--offline']\n"
+            "from starbuild.cli.fastpath import run\nrun()\n")
+    env = {**os.environ, "STARBUILD_NO_PLAN_CACHE": "1", "STARBUILD_CACHE_DIR": str(project.root / ".c")}
+    res = subprocess.run([sys.executable, "-c", code, str(project.root)], stderr=subprocess.PIPE, text=True,
+                         env=env, timeout=60, preexec_fn=lambda: os.close(1))
+    assert "Traceback" not in res.stderr, res.stderr
+    assert res.returncode == 0, res.stderr

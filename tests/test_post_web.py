@@ -150,3 +150,32 @@ def test_placeholders_of_unprocessed_images_are_made_while_the_build_runs(projec
         with Image.open(cur / row["src"]) as img:
             assert row["placeholder"] == placeholder_url(img), name
     assert rows["card"]["width"] == 64
+
+
+def test_an_interrupted_build_drops_the_placeholders_not_yet_started(project):
+    """close() (the build's way out on Ctrl-C or an error) cancels the queue; nothing starts after it."""
+    import asyncio
+
+    from starbuild.config.project import load_config
+    from starbuild.engine.build import cache_dir
+    from starbuild.post.early import EarlyPlaceholders
+    from starbuild.store.objects import ObjectStore
+
+    project.config("version: 1\nimages:\n  hero:\n    prompt: a hero\n")
+    assert project.run("build", "--offline").exit_code == 0
+    files = project.lock()["assets"]["hero"]["files"]
+    loaded = load_config(project.root / "starbuild.yaml")
+    early = EarlyPlaceholders(loaded, ObjectStore(cache_dir(loaded)), {"hero": "hero"})
+
+    async def interrupted():
+        for _ in range(50):
+            early.stored("hero", files)
+        queued = list(early._pending)  # noqa: SLF001
+        early.close()
+        early.stored("hero", files)  # after close: nothing more
+        await asyncio.gather(*queued, return_exceptions=True)
+        return queued
+
+    queued = asyncio.run(interrupted())
+    assert len(queued) == 50 and len(early._pending) == 50  # noqa: SLF001
+    assert sum(f.cancelled() for f in queued) >= 45  # at most the one or few already started ran

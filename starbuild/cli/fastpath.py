@@ -304,6 +304,9 @@ def run() -> None:
 def entry() -> None:
     """``starbuild``: the cached answer when it is valid, else the click command line."""
     argv = sys.argv[1:]
+    for name in ("stdout", "stderr"):  # started with that descriptor closed: what it says goes nowhere
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 (for the life of the process)
     _skip_httpx_cli()
     _no_pydantic_plugins()
     if argv in (["--help"], ["-h"]) and _help_fits():

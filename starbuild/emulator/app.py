@@ -337,9 +337,16 @@ class Emulator:
 
         loop = asyncio.get_running_loop()
 
+        def render(index: int) -> None:
+            try:
+                self._render(task, index)
+            except Exception:  # noqa: BLE001 (the download renders again and answers for it)
+                pass
+
         def start() -> None:
-            for index in range(task.n):
-                loop.run_in_executor(None, self._render, task, index)
+            if self.tasks.get(task.id) is task:  # (not after a reset or the task's expiry)
+                for index in range(task.n):
+                    loop.run_in_executor(None, render, index)
 
         loop.call_later(halfway, start)
 

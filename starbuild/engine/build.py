@@ -410,9 +410,10 @@ async def _run(project, options, todo, journal, store, transport, emulator, emit
             adopted = [asyncio.create_task(runner.adopt(h, rec)) for h, rec in orphans]
             results = await runner.run(todo, pulled)
             kept = sum(await asyncio.gather(*adopted))
+            await runner.early.finish()
         finally:
             runner.ledger.close()
-            await runner.early.finish()
+            runner.early.close()
         return BuildReport(results=results, credits_reserved=runner.budget.reserved, requests=client.requests,
                            adopted=kept, stopped=runner.stop_reason(results))
 

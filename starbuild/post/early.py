@@ -31,10 +31,11 @@ class EarlyPlaceholders:
         self._plain: dict[str, bool] = {}  # template -> published as it is (no steps, no variants)
         self._pending: list[asyncio.Future] = []
         self._pool: ThreadPoolExecutor | None = None
+        self._closed = False
 
     def stored(self, name: str, files: list[dict[str, Any]]) -> None:
         template = self.templates.get(name)
-        if template is None:
+        if template is None or self._closed:
             return
         if template not in self._plain:
             self._plain[template] = not recipe_for(self.project, template).active
@@ -53,10 +54,14 @@ class EarlyPlaceholders:
 
     async def finish(self) -> None:
         """Wait for the placeholders started (failures included: publishing makes those again)."""
-        try:
-            if self._pending:
-                await asyncio.gather(*self._pending, return_exceptions=True)
-        finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = None
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+        self.close()
+
+    def close(self) -> None:
+        """Start nothing more and drop what has not started: an interrupted build does not wait
+        for a queue of placeholders (the one being made ends on its own)."""
+        self._closed = True
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
