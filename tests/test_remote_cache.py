@@ -327,6 +327,38 @@ def test_remote_fresh_clone_with_asset_inputs_pulls_the_whole_chain(tmp_path, bu
     assert clone.lock() == first.lock() and _published(clone) == _published(first)
 
 
+def test_plan_and_cache_status_count_a_chain_the_remote_holds_as_free(tmp_path, bucket, monkeypatch):
+    """A teammate built hero and night (which takes @hero). Here, without a lockfile, night's hash
+    is only known once hero's image is: plan and `cache status` work it out from the remote, as
+    the build does, instead of counting night as paid. A changed dependent is still paid for."""
+    monkeypatch.setenv("STARBUILD_CACHE_DIR", str(tmp_path / "cache-a"))
+    first = Project(tmp_path / "a")
+    first.config(CHAIN.replace("images:", bucket.config() + "images:"))
+    assert api_build(first, _emulator()).exit_code == 0
+    monkeypatch.setenv("STARBUILD_CACHE_DIR", str(tmp_path / "cache-b"))
+    other = Project(tmp_path / "b")
+    other.config(CHAIN.replace("images:", bucket.config() + "images:"))  # no lockfile
+    monkeypatch.setenv("STARMAGIC_API_KEY", KEY)
+    plan = other.run("plan", "--json")
+    assert plan.exit_code == 0, plan.stderr
+    assert [(a["name"], a["from_cache"], a["credits"]) for a in plan.json["assets"]] == \
+        [("hero", True, 0.0), ("night", True, 0.0)]
+    assert plan.json["summary"]["credits"] == 0
+    status = other.run("cache", "status", "--json")
+    assert status.exit_code == 0, status.stderr
+    rows = {r["name"]: r for r in status.json["assets"]}
+    assert [rows[n]["action"] for n in ("hero", "night")] == ["pull", "pull"]
+    assert rows["night"]["spec_hash"] == first.lock()["assets"]["night"]["spec_hash"]
+    fresh = _emulator()
+    assert api_build(other, fresh).exit_code == 0 and fresh.ledger == []  # what the plan said: nothing paid
+    third = Project(tmp_path / "c")
+    third.config(CHAIN.replace("images:", bucket.config() + "images:").replace("starry sky", "full moon"))
+    monkeypatch.setenv("STARBUILD_CACHE_DIR", str(tmp_path / "cache-c"))
+    plan = third.run("plan", "--json")
+    assert [(a["name"], a["from_cache"]) for a in plan.json["assets"]] == [("hero", True), ("night", False)]
+    assert plan.json["summary"]["credits"] > 0
+
+
 def test_remote_result_whose_bytes_are_missing_is_a_miss(tmp_path, bucket, monkeypatch):
     first, _ = _built(tmp_path, bucket, monkeypatch, count=2)
     gone = first.lock()["assets"]["icons/i1"]["files"][0]["sha256"]

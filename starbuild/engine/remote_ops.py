@@ -37,6 +37,48 @@ async def _available(cache: RemoteCache, asset: PlannedAsset) -> bool:
     return await cache.has_result(asset.spec_hash)
 
 
+async def _dependent_hits(cache: RemoteCache, todo: list[PlannedAsset], hits: set[str]) -> dict[str, str]:
+    """``@asset`` dependents the remote holds once their parents are pulled: name -> the spec hash a
+    build gives each when its parents' images are known (as runner._with_parents fills it). A
+    dependent of a parent that must be paid for cannot be known before that image exists."""
+    from starbuild.engine.remote import pinned
+    from starbuild.plan.spec import InputRef
+
+    by_name = {a.name: a for a in todo}
+    hashes = {a.name: a.spec_hash for a in todo if a.name in hits and a.spec_hash}
+    images: dict[str, str | None] = {}
+    found: dict[str, str] = {}
+
+    async def image(name: str) -> str | None:
+        """The sha256 of the first image pulling this parent brings (as RemoteBuild._pull takes it)."""
+        if name not in images:
+            files = (by_name[name].previous or {}).get("files") or []
+            if not (pinned(by_name[name]) and all([await cache.has_object(f["sha256"]) for f in files])):
+                files = ((await cache.find_result(hashes[name])) or {}).get("files") or []
+            images[name] = files[0].get("sha256") if files and isinstance(files[0], dict) else None
+        return images[name]
+
+    for a in todo:  # parents come before their dependents (order_by_dependencies)
+        if a.spec is None or a.spec_hash or a.forced or a.name in hits:
+            continue
+        refs = a.spec.inputs + ((a.spec.mask,) if a.spec.mask else ())
+        parents = {r.ref for r in refs if r.kind == "asset" and r.sha256 is None}
+        if not parents or not parents <= hashes.keys():
+            continue
+        shas = {p: await image(p) for p in sorted(parents)}
+        if None in shas.values():
+            continue
+
+        def fill(ref: InputRef) -> InputRef:
+            return InputRef("asset", ref.ref, shas[ref.ref]) if ref.kind == "asset" and ref.sha256 is None else ref
+
+        spec = a.spec.with_inputs(tuple(fill(r) for r in a.spec.inputs), fill(a.spec.mask) if a.spec.mask else None)
+        h = spec.spec_hash(False)
+        if h and await cache.has_result(h):
+            hashes[a.name] = found[a.name] = h
+    return found
+
+
 def remote_hits(project, plan: Plan, env: dict[str, str] | None) -> set[str]:
     """Names of the stale assets the remote cache holds (empty when it cannot be asked)."""
     try:
@@ -52,9 +94,11 @@ def remote_hits(project, plan: Plan, env: dict[str, str] | None) -> set[str]:
         cache = _open(project, env, require=False)
         try:
             found = await asyncio.gather(*(_available(cache, a) for a in todo))
+            hits = {a.name for a, hit in zip(todo, found) if hit}
+            hits |= (await _dependent_hits(cache, todo, hits)).keys()
             if cache.failed:
                 log.warning("remote cache: %s", cache.stats.last_error)
-            return {a.name for a, hit in zip(todo, found) if hit}
+            return hits
         finally:
             await cache.close()
 
@@ -83,7 +127,10 @@ def remote_status(project, plan: Plan, env: dict[str, str] | None) -> dict[str, 
     async def go() -> list[dict]:
         cache = _open(project, env)
         try:
-            return list(await asyncio.gather(*(_status_of(cache, a) for a in todo)))
+            rows = list(await asyncio.gather(*(_status_of(cache, a) for a in todo)))
+            chained = await _dependent_hits(cache, todo, {r["name"] for r in rows if r["action"] == "pull"})
+            return [{**r, "spec_hash": chained[r["name"]], "credits": 0.0, "action": "pull",
+                     "detail": "in the remote cache"} if r["name"] in chained else r for r in rows]
         finally:
             await cache.close()
 
