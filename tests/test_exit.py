@@ -10,14 +10,15 @@ import sys
 import pytest
 
 
-def _starbuild(root, *args, probe: str = "", timeout: float = 120):
-    """``python -c`` running the program as the console script does, after ``probe``."""
+def _starbuild(root, *args, probe: str = "", timeout: float = 120, **run):
+    """``python -c`` running the program as the console script does, after ``probe``; ``run`` goes
+    to subprocess.run."""
     code = (f"import sys\n{probe}\nsys.argv = ['starbuild', '-C', sys.argv[1], *sys.argv[2:]]\n"
             "from starbuild.cli.fastpath import run\nrun()\n")
     env = {**os.environ, "STARBUILD_NO_PLAN_CACHE": "1", "STARBUILD_CACHE_DIR": str(root / ".c")}
     env.pop("PYTHONUNBUFFERED", None)  # stdout into a pipe is block-buffered, as for most users
     return subprocess.run([sys.executable, "-c", code, str(root), *args], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+                          env=env, timeout=timeout, **run)
 
 
 def test_a_long_answer_into_a_pipe_arrives_whole(project):
@@ -67,10 +68,6 @@ def test_an_offline_build_run_as_a_program_leaves_everything_written(project):
 def test_a_closed_stdout_is_no_traceback(project):
     """Started with descriptor 1 closed, Python has no sys.stdout: what would go there goes nowhere."""
     project.config("version: 1\nimages:\n  hero:\n    prompt: a hero\n")
-    code = ("import sys\nsys.argv = ['starbuild', '-C', sys.argv[1], 'plan', '--offline']\n"
-            "from starbuild.cli.fastpath import run\nrun()\n")
-    env = {**os.environ, "STARBUILD_NO_PLAN_CACHE": "1", "STARBUILD_CACHE_DIR": str(project.root / ".c")}
-    res = subprocess.run([sys.executable, "-c", code, str(project.root)], stderr=subprocess.PIPE, text=True,
-                         env=env, timeout=60, preexec_fn=lambda: os.close(1))
+    res = _starbuild(project.root, "plan", "--offline", preexec_fn=lambda: os.close(1))
     assert "Traceback" not in res.stderr, res.stderr
     assert res.returncode == 0, res.stderr

@@ -24,24 +24,27 @@ def _open(project, env: dict[str, str] | None, require: bool = True) -> RemoteCa
     return cache
 
 
-async def _available(cache: RemoteCache, asset: PlannedAsset) -> bool:
-    """Whether a build would pull this stale asset instead of paying for it."""
+async def _pinned_in_remote(cache: RemoteCache, asset: PlannedAsset) -> bool:
+    """The lockfile names this spec's images and the remote holds every one (a build fetches them by hash)."""
     from starbuild.engine.remote import pinned
 
+    if not pinned(asset):
+        return False
+    files = (asset.previous or {})["files"]
+    return all(await asyncio.gather(*(cache.has_object(f["sha256"]) for f in files)))
+
+
+async def _available(cache: RemoteCache, asset: PlannedAsset) -> bool:
+    """Whether a build would pull this stale asset instead of paying for it."""
     if asset.forced or not asset.spec_hash:
         return False
-    if pinned(asset):
-        files = (asset.previous or {})["files"]
-        if all(await asyncio.gather(*(cache.has_object(f["sha256"]) for f in files))):
-            return True
-    return await cache.has_result(asset.spec_hash)
+    return await _pinned_in_remote(cache, asset) or await cache.has_result(asset.spec_hash)
 
 
 async def _dependent_hits(cache: RemoteCache, todo: list[PlannedAsset], hits: set[str]) -> dict[str, str]:
     """``@asset`` dependents the remote holds once their parents are pulled: name -> the spec hash a
     build gives each when its parents' images are known (as runner._with_parents fills it). A
     dependent of a parent that must be paid for cannot be known before that image exists."""
-    from starbuild.engine.remote import pinned
     from starbuild.plan.spec import InputRef
 
     by_name = {a.name: a for a in todo}
@@ -52,8 +55,9 @@ async def _dependent_hits(cache: RemoteCache, todo: list[PlannedAsset], hits: se
     async def image(name: str) -> str | None:
         """The sha256 of the first image pulling this parent brings (as RemoteBuild._pull takes it)."""
         if name not in images:
-            files = (by_name[name].previous or {}).get("files") or []
-            if not (pinned(by_name[name]) and all([await cache.has_object(f["sha256"]) for f in files])):
+            if await _pinned_in_remote(cache, by_name[name]):
+                files = by_name[name].previous["files"]
+            else:
                 files = ((await cache.find_result(hashes[name])) or {}).get("files") or []
             images[name] = files[0].get("sha256") if files and isinstance(files[0], dict) else None
         return images[name]
